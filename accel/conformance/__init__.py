@@ -1,0 +1,1 @@
+"""The conformance suite: cases generated from op declarations, judged against numpy float64."""

@@ -1,0 +1,130 @@
+"""The Op object: one declaration holds an op's signature, shape/dtype rule, numpy float64
+reference, decomposition (for composites), VJP and conformance cases (JAX `lax` style).
+
+Calling an op binds its arguments and hands them to the dispatcher (`accel.dispatch`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from accel.errors import OpError
+
+PRIMITIVE = "primitive"
+COMPOSITE = "composite"
+
+
+class Op:
+    """An op declared once in `accel/ops/`. Hashable by identity: kernel tables key on it."""
+
+    __slots__ = (
+        "name", "kind", "inputs", "attrs", "infer", "reference", "decompose", "vjp", "cases",
+        "prepare", "doc", "variadic", "optional", "accumulating", "exact", "dtypes", "onnx", "_n",
+        "_attr_names", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: str,
+        inputs: tuple[str, ...],
+        infer: Callable,
+        reference: Callable,
+        attrs: dict[str, Any] | None = None,
+        decompose: Callable | None = None,
+        vjp: Callable | None = None,
+        cases: Any = None,
+        prepare: Callable | None = None,
+        dtypes: tuple = (),
+        variadic: bool = False,
+        accumulating: bool = False,
+        exact: bool = False,
+        onnx: str | None = None,
+        optional: tuple[str, ...] = (),
+        doc: str = "",
+    ):
+        if kind == COMPOSITE and decompose is None:
+            raise ValueError(f"composite op {name} needs a decomposition")
+        self.name = name
+        self.kind = kind
+        self.inputs = inputs
+        self.attrs = dict(attrs or {})
+        self.infer = infer            # (*tensors_or_specs, **attrs) -> TensorSpec; raises OpError
+        self.reference = reference    # numpy float64 implementation, independent of any backend
+        self.decompose = decompose    # (*tensors, **attrs) -> Tensor, written in accel ops
+        self.vjp = vjp                # (cotangent, output, *inputs, **attrs) -> tuple of grads
+        self.cases = cases            # conformance case generator (accel.conformance.generators)
+        self.prepare = prepare        # eager argument normalisation: scalars, promotion, dtype guard
+        self.dtypes = tuple(dtypes)   # dtypes the op accepts on its first input
+        self.variadic = variadic      # first input is a sequence of tensors (concat)
+        self.accumulating = accumulating  # judged by NMSE rather than elementwise tolerance
+        self.exact = exact            # judged bit for bit (casts, indices, movement)
+        self.onnx = onnx              # the ONNX operator it corresponds to, if any
+        self.optional = optional      # tensor inputs that may be omitted (None)
+        self.doc = doc
+        self._n = len(inputs)
+        self._attr_names = tuple(self.attrs)
+
+    @property
+    def __doc__(self) -> str:  # help(accel.ops.softmax) shows the op's own docstring
+        return self.doc
+
+    @property
+    def is_primitive(self) -> bool:
+        return self.kind == PRIMITIVE
+
+    def __repr__(self) -> str:
+        return f"<accel op {self.name} ({self.kind})>"
+
+    def bind(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """Split a call into (tensor inputs, attrs with defaults filled)."""
+        n = self._n
+        tensors = list(args[:n])
+        attrs = dict(self.attrs)
+        extra = args[n:]
+        if len(extra) > len(self._attr_names):
+            raise OpError(
+                f"{self.name}() takes {n + len(self._attr_names)} arguments, got {len(args)}",
+                hint=f"signature: {self.signature()}",
+            )
+        for name, value in zip(self._attr_names, extra):
+            attrs[name] = value
+        if len(tensors) < n:
+            tensors.extend([_MISSING] * (n - len(tensors)))
+        for key, value in kwargs.items():
+            if key in self.attrs:
+                attrs[key] = value
+            elif key in self.inputs:
+                tensors[self.inputs.index(key)] = value
+            else:
+                raise OpError(f"{self.name}() got an unexpected argument {key!r}",
+                              hint=f"signature: {self.signature()}")
+        for i, t in enumerate(tensors):
+            if t is _MISSING:
+                if self.inputs[i] in self.optional:
+                    tensors[i] = None
+                    continue
+                raise OpError(f"{self.name}() is missing input {self.inputs[i]!r}",
+                              hint=f"signature: {self.signature()}")
+        return tuple(tensors), attrs
+
+    def signature(self) -> str:
+        parts = [f"{i}=None" if i in self.optional else i for i in self.inputs] + [f"{k}={v!r}" for k, v in self.attrs.items()]
+        return f"{self.name}({', '.join(parts)})"
+
+    def __call__(self, *args, **kwargs):
+        if kwargs or len(args) != self._n or self._attr_names or self.optional:
+            args, kwargs = self.bind(args, kwargs)
+        return _dispatch(self, args, kwargs)
+
+
+_MISSING = object()
+
+
+def _dispatch(op, args, attrs):  # replaced by accel.dispatch.call at import time
+    raise RuntimeError("accel.dispatch not initialised")
+
+
+def install_dispatcher(fn: Callable) -> None:
+    global _dispatch
+    _dispatch = fn

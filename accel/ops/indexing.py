@@ -1,0 +1,103 @@
+"""Index ops: gather (np.take along one axis) and index_copy (functional scatter along one
+axis), plus the in-place form used by the static KV cache."""
+from __future__ import annotations
+
+import numpy as np
+
+from accel import dtypes as dt
+from accel.errors import DTypeError, ShapeError
+from accel.op import PRIMITIVE, Op
+from accel.ops._rules import normalize_axis, spec
+from accel.tensor import Tensor
+
+INDEX_DTYPES = (dt.int32, dt.int64)
+
+
+def _check_index(index, what="indices"):
+    if index.dtype not in INDEX_DTYPES:
+        raise DTypeError(f"{what} must be int32 or int64, got {index.dtype.name}",
+                         hint="cast the indices to int64 (accel.ops.cast)")
+
+
+def _prepare_axis(args, attrs):
+    return args, {"axis": normalize_axis(attrs["axis"], args[0].ndim)}
+
+
+def _gather_infer(x, indices, *, axis=0):
+    _check_index(indices)
+    a = normalize_axis(axis, x.ndim)
+    return spec(tuple(x.shape[:a]) + tuple(indices.shape) + tuple(x.shape[a + 1:]), x.dtype)
+
+
+def gather_reference(x, indices, *, axis=0):
+    return np.take(x, indices, axis=axis, mode="raise")
+
+
+gather = Op("gather", kind=PRIMITIVE, inputs=("x", "indices"), attrs={"axis": 0},
+            infer=_gather_infer, reference=gather_reference, prepare=_prepare_axis,
+            dtypes=dt.ALL_DTYPES, exact=True, onnx="Gather", cases={"family": "gather"},
+            doc="""Take entries of x along `axis` at integer `indices` (any shape): the output
+            shape is x.shape[:axis] + indices.shape + x.shape[axis+1:]. Indices must lie in
+            [0, x.shape[axis]); out-of-range indices are an error where the backend detects it.""")
+
+
+def _index_copy_infer(x, index, values, *, axis=0):
+    _check_index(index, "index")
+    if values.dtype is not x.dtype:
+        raise DTypeError(f"values dtype {values.dtype.name} differs from the target's {x.dtype.name}",
+                         hint="cast the values to the target's dtype first")
+    a = normalize_axis(axis, x.ndim)
+    if index.ndim != 1:
+        raise ShapeError(f"index must be 1-d, got shape {list(index.shape)}", hint="flatten the index")
+    want = tuple(x.shape[:a]) + (index.shape[0],) + tuple(x.shape[a + 1:])
+    if tuple(values.shape) != want:
+        raise ShapeError(f"values shape {list(values.shape)} does not fit: expected {list(want)}",
+                         hint="values must match x except along `axis`, where it has len(index) entries")
+    return spec(x.shape, x.dtype)
+
+
+def index_copy_reference(x, index, values, *, axis=0):
+    out = np.array(x, copy=True)
+    sl = [slice(None)] * out.ndim
+    sl[axis] = index
+    out[tuple(sl)] = values
+    return out
+
+
+def _prepare_index_copy(args, attrs):
+    x, index, values = args
+    if values.dtype is not x.dtype or index.ndim != 1:
+        _index_copy_infer(x, index, values, axis=attrs["axis"])  # raises the precise error
+    return args, {"axis": normalize_axis(attrs["axis"], x.ndim)}
+
+
+index_copy = Op("index_copy", kind=PRIMITIVE, inputs=("x", "index", "values"), attrs={"axis": 0},
+                infer=_index_copy_infer, reference=index_copy_reference, prepare=_prepare_index_copy,
+                dtypes=dt.ALL_DTYPES, exact=True, onnx="ScatterElements",
+                cases={"family": "index_copy"},
+                doc="""A copy of x with x[..., index[i], ...] = values[..., i, ...] along `axis`.
+                `index` is 1-d with distinct entries (duplicates: unspecified winner).""")
+
+
+def index_copy_inplace(x: Tensor, index: Tensor, values: Tensor, axis: int = 0) -> Tensor:
+    """In-place index_copy on `x` (returns x). See Tensor.index_copy_.
+
+    A backend's in-place kernel writes into x's array; without one (or while tracing or
+    recording gradients) the functional op runs and x takes the new array.
+    """
+    from accel import dispatch
+
+    kernel = x.backend.inplace_kernels.get(index_copy)
+    if kernel is not None and isinstance(values, Tensor) and isinstance(index, Tensor):
+        _prepare_index_copy((x, index, values), {"axis": axis})
+    if kernel is not None and dispatch.mode.hook is None and isinstance(values, Tensor) \
+            and isinstance(index, Tensor) and values.backend is x.backend and index.backend is x.backend:
+        axis = normalize_axis(axis, x.ndim)
+        try:
+            kernel(x.data, index.data, values.data, axis=axis)
+        except Exception as exc:
+            raise dispatch.explain(index_copy, x.backend, (x, index, values), {"axis": axis}, exc) from exc
+        return x
+    out = index_copy(x, index, values, axis)
+    x.data = out.data
+    return x

@@ -1,0 +1,91 @@
+"""Reductions: sum, max and argmax are primitives; mean is sum / count."""
+from __future__ import annotations
+
+import numpy as np
+
+from accel import dtypes as dt
+from accel.errors import DTypeError
+from accel.op import COMPOSITE, PRIMITIVE, Op
+from accel.ops._rules import normalize_axes, normalize_axis, spec
+
+
+def _prepare_axis(args, attrs):
+    x = args[0]
+    attrs = dict(attrs)
+    axis = attrs["axis"]
+    if axis is not None:
+        axes = normalize_axes(axis, x.ndim)
+        attrs["axis"] = axes[0] if isinstance(axis, int) else axes
+    return args, attrs
+
+
+def _reduced_shape(shape, axis, keepdims):
+    axes = normalize_axes(axis, len(shape))
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _sum_infer(x, *, axis=None, keepdims=False):
+    if x.dtype is dt.bool_:
+        raise DTypeError("sum of a bool tensor is ambiguous", hint="cast to int64 or float32 first")
+    return spec(_reduced_shape(x.shape, axis, keepdims), x.dtype)
+
+
+def _max_infer(x, *, axis=None, keepdims=False):
+    if 0 in [x.shape[a] for a in normalize_axes(axis, x.ndim)]:
+        raise DTypeError(f"max over an empty axis of shape {list(x.shape)} has no value",
+                         hint="reduce over a non-empty axis")
+    return spec(_reduced_shape(x.shape, axis, keepdims), x.dtype)
+
+
+def _mean_infer(x, *, axis=None, keepdims=False):
+    if not x.dtype.is_floating:
+        raise DTypeError(f"mean needs a floating input, got {x.dtype.name}",
+                         hint="cast to float32 first")
+    return spec(_reduced_shape(x.shape, axis, keepdims), x.dtype)
+
+
+def _argmax_infer(x, *, axis=-1, keepdims=False):
+    a = normalize_axis(axis, x.ndim)
+    if x.ndim and x.shape[a] == 0:
+        raise DTypeError("argmax over an empty axis has no answer", hint="reduce over a non-empty axis")
+    return spec(_reduced_shape(x.shape, a, keepdims), dt.int64)
+
+
+def _mean_decomposition(x, axis=None, keepdims=False):
+    from accel.ops.elementwise import mul
+
+    axes = normalize_axes(axis, x.ndim)
+    count = 1
+    for a in axes:
+        count *= x.shape[a]
+    total = sum(x, axis, keepdims)
+    return mul(total, 1.0 / count if count else float("nan"))
+
+
+def _argmax_reference(x, *, axis=-1, keepdims=False):
+    # NaN counts as the maximum (first NaN wins), as numpy, torch and jax agree.
+    return np.argmax(x, axis=axis, keepdims=keepdims).astype(np.int64)
+
+
+sum = Op("sum", kind=PRIMITIVE, inputs=("x",), attrs={"axis": None, "keepdims": False},
+         infer=_sum_infer, reference=lambda x, *, axis=None, keepdims=False: np.sum(x, axis=axis, keepdims=keepdims),
+         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, accumulating=True,
+         onnx="ReduceSum", cases={"family": "reduce"},
+         doc="Sum over `axis` (None: all axes); floats accumulate in at least float32.")
+max = Op("max", kind=PRIMITIVE, inputs=("x",), attrs={"axis": None, "keepdims": False},
+         infer=_max_infer, reference=lambda x, *, axis=None, keepdims=False: np.max(x, axis=axis, keepdims=keepdims),
+         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, exact=True,
+         onnx="ReduceMax", cases={"family": "reduce", "nonempty": True},
+         doc="Maximum over `axis` (None: all axes); NaN propagates.")
+mean = Op("mean", kind=COMPOSITE, inputs=("x",), attrs={"axis": None, "keepdims": False},
+          infer=_mean_infer, reference=lambda x, *, axis=None, keepdims=False: np.mean(x, axis=axis, keepdims=keepdims),
+          decompose=_mean_decomposition, prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES,
+          accumulating=True, onnx="ReduceMean", cases={"family": "reduce", "nonempty": True},
+          doc="Mean over `axis` (None: all axes).")
+argmax = Op("argmax", kind=PRIMITIVE, inputs=("x",), attrs={"axis": -1, "keepdims": False},
+            infer=_argmax_infer, reference=_argmax_reference, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES,
+            exact=True, onnx="ArgMax", cases={"family": "argmax"},
+            doc="Index (int64) of the first maximum along `axis`.")
+

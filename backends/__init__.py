@@ -1,0 +1,1 @@
+"""In-tree backend plugins, installed as `accel.backends` and registered by entry point."""
