@@ -67,8 +67,10 @@ class DispatchStats:
         return out
 
     def reset(self) -> None:
+        """Clear the counts, and the once-per-cause warnings with them."""
         with self._lock:
             self.counts.clear()
+            self._warned.clear()
 
     def warn_once(self, key, message: str) -> None:
         if key not in self._warned:
