@@ -19,9 +19,12 @@ from accel.backend import Backend, Capabilities, Probe
 from accel.tensor import Tensor
 from accel import ops
 from accel.dispatch import AccelWarning, set_checked, set_strict, stats as _stats
+from accel.autograd import grad, stop_gradient, value_and_grad
 from accel.registry import (
     available_backends, current_backend, get_backend, reference_backend, register_backend, use,
 )
+from accel.compile import compile  # noqa: A001  (the function shadows the module name on purpose)
+from accel.dlpack import from_dlpack
 
 __version__ = "0.1.0"
 
@@ -94,3 +97,12 @@ class strict:
 
     def __exit__(self, *exc):
         set_strict(self._previous)
+
+
+def __getattr__(name: str):
+    # `accel.models` (the Llama family) loads on first use, so `import accel` stays light.
+    if name == "models":
+        import importlib
+
+        return importlib.import_module("accel.models")
+    raise AttributeError(f"module 'accel' has no attribute {name!r}")

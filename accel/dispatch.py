@@ -136,6 +136,13 @@ def backend_of(op: Op, args: tuple, attrs: dict):
 
 def resolve(backend, op: Op) -> Callable:
     """Build and cache the callable for (backend, op): native, decomposed or host fallback."""
+    # Optional backend hook: a backend with its own dtype policy (npusim) builds the entry for
+    # the ops it runs; returning None leaves the op to the rules below.
+    build = getattr(backend, "build_entry", None)
+    entry = build(op) if build is not None else None
+    if entry is not None:
+        backend._resolved[op] = entry
+        return entry
     kernel = backend.kernels.get(op)
     if kernel is not None:
         entry = _native_entry(backend, op, kernel)
@@ -165,6 +172,8 @@ def _kernel_attrs(attrs: dict) -> dict:
 
 def _native_entry(backend, op: Op, kernel: Callable) -> Callable:
     strip_backend = "backend" in op.attrs
+    if not (op.variadic or strip_backend or op.optional) and op._n in (1, 2):
+        return _fixed_arity_entry(backend, op, kernel)
 
     def run_native(args, attrs):
         try:
@@ -174,8 +183,8 @@ def _native_entry(backend, op: Op, kernel: Callable) -> Callable:
             else:
                 out = kernel(*[a.data if a is not None else None for a in args],
                              **(_kernel_attrs(attrs) if strip_backend else attrs))
-        except AccelError:
-            raise
+        except AccelError as error:  # a backend's own AccelError gets the call in front of it
+            raise _contextual(op, args, attrs, error)
         except Exception as exc:
             raise explain(op, backend, args, attrs, exc) from exc
         return Tensor(out, backend)
@@ -183,12 +192,37 @@ def _native_entry(backend, op: Op, kernel: Callable) -> Callable:
     return run_native
 
 
+def _fixed_arity_entry(backend, op: Op, kernel: Callable) -> Callable:
+    """The hot path for the common one- and two-input ops: no list building per call."""
+    if op._n == 1:
+        def run_unary(args, attrs):
+            try:
+                return Tensor(kernel(args[0].data, **attrs), backend)
+            except AccelError as error:
+                raise _contextual(op, args, attrs, error)
+            except Exception as exc:
+                raise explain(op, backend, args, attrs, exc) from exc
+        return run_unary
+
+    def run_binary(args, attrs):
+        try:
+            return Tensor(kernel(args[0].data, args[1].data, **attrs), backend)
+        except AccelError as error:  # a backend's own AccelError gets the call in front of it
+            raise _contextual(op, args, attrs, error)
+        except Exception as exc:
+            raise explain(op, backend, args, attrs, exc) from exc
+    return run_binary
+
+
 def _decomposed_entry(backend, op: Op) -> Callable:
     key = (backend.spec, op.name)
 
     def run_decomposed(args, attrs):
         stats.add(*key, "decomposed")
-        return op.decompose(*args, **attrs)
+        try:
+            return op.decompose(*args, **attrs)
+        except Exception as exc:  # name the composite the user called, not an op inside it
+            raise _explain_decomposition(op, backend, args, attrs, exc)
 
     return run_decomposed
 
@@ -267,6 +301,30 @@ def explain(op: Op, backend, args: tuple, attrs: dict, exc: Exception) -> AccelE
     return OpError(f"{where} failed in the native library: {type(exc).__name__}: {exc}",
                    hint="check the shapes and dtypes above against the op's docstring; "
                         "run with ACCEL_CHECKED=1 to validate every call")
+
+
+def _contextual(op: Op, args: tuple, attrs: dict, error: AccelError) -> AccelError:
+    new = _with_context(op, args, attrs, error)
+    if new is not error:
+        new.__cause__ = error
+    return new
+
+
+def _explain_decomposition(op: Op, backend, args: tuple, attrs: dict, exc: Exception) -> Exception:
+    """The composite's own rule explains bad input; an error with valid input passes through."""
+    try:
+        op.infer(*args, **attrs)
+    except AccelError as rule_error:
+        error = _with_context(op, args, attrs, rule_error)
+        error.__cause__ = exc
+        return error
+    except Exception:
+        pass
+    if isinstance(exc, AccelError):
+        return exc
+    error = explain(op, backend, args, attrs, exc)
+    error.__cause__ = exc
+    return error
 
 
 def _with_context(op: Op, args: tuple, attrs: dict, error: AccelError) -> AccelError:

@@ -79,6 +79,11 @@ class Op:
     def bind(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Split a call into (tensor inputs, attrs with defaults filled)."""
         n = self._n
+        if not kwargs and n <= len(args) <= n + len(self._attr_names):
+            attrs = dict(self.attrs)  # the common positional call: no name lookups needed
+            if len(args) > n:
+                attrs.update(zip(self._attr_names, args[n:]))
+            return args[:n], attrs
         tensors = list(args[:n])
         attrs = dict(self.attrs)
         extra = args[n:]

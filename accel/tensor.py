@@ -51,6 +51,12 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         return self.backend.to_numpy(self.data)
 
+    def __dlpack__(self, **kwargs):  # the native array's own DLPack export (torch, jax, numpy)
+        return self.data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
     def __array__(self, dtype=None, copy=None):
         out = self.numpy()
         return out if dtype is None else out.astype(dtype)

@@ -12,6 +12,9 @@ def pytest_addoption(parser) -> None:
     group = parser.getgroup("accel")
     group.addoption("--backend", action="append", default=[], metavar="NAME",
                     help="accel backend to test, e.g. numpy, torch:cpu (repeatable; default: all available)")
+    group.addoption("--conformance-full", action="store_true", default=False,
+                    help="run the full conformance cases (default: the quick CI subset without the "
+                         "big sizes); vendors: pytest --pyargs accel.conformance.test_backend --backend NAME")
 
 
 def selected_backends(config) -> list[str]:

@@ -25,6 +25,7 @@ from accel.ops.nn import (
     silu, softmax,
 )
 from accel.ops.reduction import argmax, max, mean, sum
+from accel.ops.quant import scaled_matmul
 
 ALL_OPS: tuple[Op, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Op))
 PRIMITIVES: tuple[Op, ...] = tuple(op for op in ALL_OPS if op.is_primitive)

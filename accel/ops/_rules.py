@@ -27,7 +27,7 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, int):
-        axis = (axis,)
+        return (normalize_axis(axis, ndim),)
     out = tuple(sorted(normalize_axis(a, ndim) for a in axis))
     if len(set(out)) != len(out):
         raise ShapeError(f"repeated axis in {axis!r}", hint="name each axis once")
@@ -88,6 +88,13 @@ def _cast(x: Tensor, dtype: DType) -> Tensor:
 def prepare_binary(args: tuple, attrs: dict):
     """Python scalars become weak 0-d tensors; mismatched dtypes promote (written once here)."""
     a, b = args
+    if type(a) is Tensor and type(b) is Tensor and a.data.dtype == b.data.dtype:
+        return args, attrs  # the hot path: same native dtype, nothing to promote
+    if type(a) is Tensor and (type(b) is float or type(b) is int):  # `x * 0.5`, skipping ABC checks
+        da = a.dtype
+        target = result_type_with_scalar(da, b)
+        a = a if da is target else _cast(a, target)
+        return (a, _as_tensor_like(b, a, target)), attrs
     ta, tb = type(a) is Tensor or isinstance(a, Tensor), type(b) is Tensor or isinstance(b, Tensor)
     if ta and tb:
         da, db = a.dtype, b.dtype

@@ -18,6 +18,7 @@ from accel.ops._rules import (
     spec,
 )
 from accel.errors import DTypeError
+from accel import grad_rules
 
 FLOATS = dt.FLOAT_DTYPES
 NUMERIC = dt.FLOAT_DTYPES + dt.INT_DTYPES
@@ -25,16 +26,16 @@ ANY = dt.ALL_DTYPES
 
 
 def _unary(name, reference, *, domain=(-3.0, 3.0), onnx=None, doc="", dtypes=FLOATS, kind=PRIMITIVE,
-           decompose=None, prepare=prepare_float_unary, infer=float_elementwise_infer):
+           decompose=None, prepare=prepare_float_unary, infer=float_elementwise_infer, vjp=None):
     return Op(name, kind=kind, inputs=("x",), infer=infer, reference=reference,
-              decompose=decompose, prepare=prepare, dtypes=dtypes, onnx=onnx, doc=doc,
+              decompose=decompose, prepare=prepare, vjp=vjp, dtypes=dtypes, onnx=onnx, doc=doc,
               cases={"family": "unary", "domain": domain})
 
 
 def _binary(name, reference, *, domain=(-3.0, 3.0), onnx=None, doc="", dtypes=NUMERIC,
-            prepare=prepare_binary, kind=PRIMITIVE, decompose=None, rhs_domain=None):
+            prepare=prepare_binary, kind=PRIMITIVE, decompose=None, rhs_domain=None, vjp=None):
     return Op(name, kind=kind, inputs=("x", "y"), infer=elementwise_infer, reference=reference,
-              decompose=decompose, prepare=prepare, dtypes=dtypes, onnx=onnx, doc=doc,
+              decompose=decompose, prepare=prepare, vjp=vjp, dtypes=dtypes, onnx=onnx, doc=doc,
               cases={"family": "binary", "domain": domain, "rhs_domain": rhs_domain})
 
 
@@ -46,17 +47,17 @@ def _compare(name, reference, *, onnx=None, kind=PRIMITIVE, decompose=None):
 
 
 # --- unary ----------------------------------------------------------------------------------
-neg = _unary("neg", np.negative, onnx="Neg", dtypes=NUMERIC, prepare=None, infer=elementwise_infer,
+neg = _unary("neg", np.negative, onnx="Neg", vjp=grad_rules.neg, dtypes=NUMERIC, prepare=None, infer=elementwise_infer,
              doc="-x elementwise.")
-exp = _unary("exp", np.exp, domain=(-10.0, 10.0), onnx="Exp", doc="e**x elementwise.")
-log = _unary("log", np.log, domain=(1e-3, 100.0), onnx="Log", doc="Natural logarithm elementwise.")
-sqrt = _unary("sqrt", np.sqrt, domain=(0.0, 100.0), onnx="Sqrt", doc="Square root elementwise.")
-sin = _unary("sin", np.sin, domain=(-6.0, 6.0), onnx="Sin", doc="Sine elementwise (radians).")
-cos = _unary("cos", np.cos, domain=(-6.0, 6.0), onnx="Cos", doc="Cosine elementwise (radians).")
-tanh = _unary("tanh", np.tanh, domain=(-5.0, 5.0), onnx="Tanh", doc="Hyperbolic tangent elementwise.")
-erf = _unary("erf", np.vectorize(math.erf, otypes=[np.float64]), onnx="Erf",
+exp = _unary("exp", np.exp, vjp=grad_rules.exp, domain=(-10.0, 10.0), onnx="Exp", doc="e**x elementwise.")
+log = _unary("log", np.log, vjp=grad_rules.log, domain=(1e-3, 100.0), onnx="Log", doc="Natural logarithm elementwise.")
+sqrt = _unary("sqrt", np.sqrt, vjp=grad_rules.sqrt, domain=(0.0, 100.0), onnx="Sqrt", doc="Square root elementwise.")
+sin = _unary("sin", np.sin, vjp=grad_rules.sin, domain=(-6.0, 6.0), onnx="Sin", doc="Sine elementwise (radians).")
+cos = _unary("cos", np.cos, vjp=grad_rules.cos, domain=(-6.0, 6.0), onnx="Cos", doc="Cosine elementwise (radians).")
+tanh = _unary("tanh", np.tanh, vjp=grad_rules.tanh, domain=(-5.0, 5.0), onnx="Tanh", doc="Hyperbolic tangent elementwise.")
+erf = _unary("erf", np.vectorize(math.erf, otypes=[np.float64]), onnx="Erf", vjp=grad_rules.erf,
              doc="Gauss error function elementwise (for exact GELU).")
-abs = _unary("abs", np.abs, onnx="Abs", dtypes=NUMERIC, prepare=None, infer=elementwise_infer,
+abs = _unary("abs", np.abs, onnx="Abs", vjp=grad_rules.abs, dtypes=NUMERIC, prepare=None, infer=elementwise_infer,
              doc="|x| elementwise.")
 
 
@@ -65,30 +66,31 @@ def _rsqrt_decomposition(x):
 
 
 rsqrt = _unary("rsqrt", lambda x: 1.0 / np.sqrt(x), domain=(1e-3, 100.0), kind=COMPOSITE,
-               decompose=_rsqrt_decomposition, doc="1/sqrt(x) elementwise.")
+               decompose=_rsqrt_decomposition, vjp=grad_rules.rsqrt, doc="1/sqrt(x) elementwise.")
 
 # --- binary ---------------------------------------------------------------------------------
-add = _binary("add", np.add, onnx="Add", dtypes=NUMERIC, doc="x + y with broadcasting.")
-sub = _binary("sub", np.subtract, onnx="Sub", doc="x - y with broadcasting.")
-mul = _binary("mul", np.multiply, onnx="Mul", doc="x * y with broadcasting.")
-div = _binary("div", np.divide, onnx="Div", dtypes=FLOATS, prepare=prepare_float_binary,
+add = _binary("add", np.add, onnx="Add", vjp=grad_rules.add, dtypes=NUMERIC, doc="x + y with broadcasting.")
+sub = _binary("sub", np.subtract, onnx="Sub", vjp=grad_rules.sub, doc="x - y with broadcasting.")
+mul = _binary("mul", np.multiply, onnx="Mul", vjp=grad_rules.mul, doc="x * y with broadcasting.")
+div = _binary("div", np.divide, onnx="Div", vjp=grad_rules.div, dtypes=FLOATS, prepare=prepare_float_binary,
               rhs_domain=(0.5, 3.0),
               doc="True division x / y with broadcasting; integer inputs give float32.")
-pow = _binary("pow", np.power, onnx="Pow", dtypes=FLOATS, prepare=prepare_float_binary,
+pow = _binary("pow", np.power, onnx="Pow", vjp=grad_rules.pow, dtypes=FLOATS, prepare=prepare_float_binary,
               domain=(0.1, 3.0), rhs_domain=(-2.0, 2.0),
               doc="x ** y with broadcasting; integer inputs give float32.")
-maximum = _binary("maximum", np.maximum, onnx="Max", doc="Elementwise maximum (NaN propagates).")
-minimum = _binary("minimum", np.minimum, onnx="Min", doc="Elementwise minimum (NaN propagates).")
+maximum = _binary("maximum", np.maximum, onnx="Max", vjp=grad_rules.maximum, doc="Elementwise maximum (NaN propagates).")
+minimum = _binary("minimum", np.minimum, onnx="Min", vjp=grad_rules.minimum, doc="Elementwise minimum (NaN propagates).")
 
 # --- comparisons and logic ------------------------------------------------------------------
 eq = _compare("eq", np.equal, onnx="Equal")
 lt = _compare("lt", np.less, onnx="Less")
 gt = _compare("gt", np.greater, onnx="Greater")
 ne = _compare("ne", np.not_equal, kind=COMPOSITE, decompose=lambda x, y: logical_not(eq(x, y)))
+# Not `not(gt)`: with a NaN operand every comparison is False, so le/ge need lt|eq, gt|eq.
 le = _compare("le", np.less_equal, onnx="LessOrEqual", kind=COMPOSITE,
-              decompose=lambda x, y: logical_not(gt(x, y)))
+              decompose=lambda x, y: logical_or(lt(x, y), eq(x, y)))
 ge = _compare("ge", np.greater_equal, onnx="GreaterOrEqual", kind=COMPOSITE,
-              decompose=lambda x, y: logical_not(lt(x, y)))
+              decompose=lambda x, y: logical_or(gt(x, y), eq(x, y)))
 
 
 def _bool_infer(*xs, **_):
@@ -122,6 +124,7 @@ def _where_infer(cond, x, y, **_):
 
 where = Op("where", kind=PRIMITIVE, inputs=("cond", "x", "y"), infer=_where_infer,
            reference=np.where, prepare=prepare_where, dtypes=ANY, onnx="Where", exact=True,
+           vjp=grad_rules.where,
            doc="Select x where cond is True, else y, with broadcasting.",
            cases={"family": "where"})
 
@@ -136,10 +139,15 @@ def _prepare_cast(args, attrs):
     return args, {"dtype": dtype, "saturate": bool(attrs.get("saturate", False))}
 
 
+_ML_FLOATS = frozenset(d.numpy for d in (dt.bfloat16, dt.float8_e4m3fn, dt.float8_e5m2))
+
+
 def cast_reference(x, *, dtype, saturate=False):
     """Round-to-nearest-even through ml_dtypes; float8 overflow per the format (see doc)."""
     dtype = as_dtype(dtype)
     x = np.asarray(x)
+    if x.dtype in _ML_FLOATS:  # exact; bfloat16/e4m3fn report numpy kind "V", not "f"
+        x = x.astype(np.float32)
     if saturate and dtype in dt.FLOAT8_DTYPES and x.dtype.kind == "f":
         top = 57344.0 if dtype is dt.float8_e5m2 else 448.0
         x = np.where(np.isnan(x), x, np.clip(x, -top, top))
@@ -153,6 +161,7 @@ def cast_reference(x, *, dtype, saturate=False):
 cast = Op(
     "cast", kind=PRIMITIVE, inputs=("x",), attrs={"dtype": dt.float32, "saturate": False},
     infer=_cast_infer, reference=cast_reference, prepare=_prepare_cast, dtypes=ANY, onnx="Cast",
+    vjp=grad_rules.cast,
     exact=True, cases={"family": "cast"},
     doc="""Convert x to `dtype`, rounding to nearest even.
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from accel import dtypes as dt
-from accel.errors import DTypeError, ShapeError
+from accel.errors import DTypeError, OpError, ShapeError
+from accel import grad_rules
 from accel.op import PRIMITIVE, Op
 from accel.ops._rules import normalize_axis, spec
 from accel.tensor import Tensor
@@ -34,7 +35,7 @@ def gather_reference(x, indices, *, axis=0):
 
 
 gather = Op("gather", kind=PRIMITIVE, inputs=("x", "indices"), attrs={"axis": 0},
-            infer=_gather_infer, reference=gather_reference, prepare=_prepare_axis,
+            infer=_gather_infer, reference=gather_reference, prepare=_prepare_axis, vjp=grad_rules.gather,
             dtypes=dt.ALL_DTYPES, exact=True, onnx="Gather", cases={"family": "gather"},
             doc="""Take entries of x along `axis` at integer `indices` (any shape): the output
             shape is x.shape[:axis] + indices.shape + x.shape[axis+1:]. Indices must lie in
@@ -73,6 +74,7 @@ def _prepare_index_copy(args, attrs):
 
 index_copy = Op("index_copy", kind=PRIMITIVE, inputs=("x", "index", "values"), attrs={"axis": 0},
                 infer=_index_copy_infer, reference=index_copy_reference, prepare=_prepare_index_copy,
+                vjp=grad_rules.index_copy,
                 dtypes=dt.ALL_DTYPES, exact=True, onnx="ScatterElements",
                 cases={"family": "index_copy"},
                 doc="""A copy of x with x[..., index[i], ...] = values[..., i, ...] along `axis`.
@@ -87,6 +89,11 @@ def index_copy_inplace(x: Tensor, index: Tensor, values: Tensor, axis: int = 0) 
     """
     from accel import dispatch
 
+    if x.requires_grad or getattr(values, "requires_grad", False):  # set by accel.autograd
+        raise OpError(f"index_copy_ on {x.backend.spec}: in-place update of a tensor that gradients "
+                      f"are being recorded for (x {list(x.shape)}, values {list(values.shape)})",
+                      hint="in-place ops are not differentiable; use the functional "
+                           "accel.ops.index_copy (or call the model without a KV cache) when training")
     kernel = x.backend.inplace_kernels.get(index_copy)
     if kernel is not None and isinstance(values, Tensor) and isinstance(index, Tensor):
         _prepare_index_copy((x, index, values), {"axis": axis})

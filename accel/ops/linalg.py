@@ -5,6 +5,7 @@ import numpy as np
 
 from accel import dtypes as dt
 from accel.errors import ShapeError
+from accel import grad_rules
 from accel.op import PRIMITIVE, Op
 from accel.ops._rules import broadcast_shapes, prepare_binary, require_same_dtype, spec
 
@@ -35,7 +36,7 @@ def _matmul_reference(a, b):
 
 
 matmul = Op("matmul", kind=PRIMITIVE, inputs=("a", "b"), infer=_matmul_infer,
-            reference=_matmul_reference, prepare=prepare_binary,
+            reference=_matmul_reference, prepare=prepare_binary, vjp=grad_rules.matmul,
             dtypes=dt.FLOAT_DTYPES + (dt.int32, dt.int64), accumulating=True, onnx="MatMul",
             cases={"family": "matmul"},
             doc="""Matrix product with numpy semantics: batch dims broadcast, 1-d inputs are

@@ -8,6 +8,7 @@ import numpy as np
 
 from accel import dtypes as dt
 from accel.errors import OpError, ShapeError
+from accel import grad_rules
 from accel.op import PRIMITIVE, Op
 from accel.ops._rules import normalize_axis, require_same_dtype, spec
 from accel.tensor import Tensor
@@ -46,7 +47,7 @@ def _reshape_infer(x, *, shape):
 
 
 reshape = Op("reshape", kind=PRIMITIVE, inputs=("x",), attrs={"shape": ()}, infer=_reshape_infer,
-             reference=lambda x, *, shape: np.reshape(x, shape), prepare=_prepare_reshape,
+             reference=lambda x, *, shape: np.reshape(x, shape), prepare=_prepare_reshape, vjp=grad_rules.reshape,
              dtypes=ANY, exact=True, onnx="Reshape", cases={"family": "reshape"},
              doc="Same elements in row-major order with a new shape (one dim may be -1).")
 
@@ -70,7 +71,7 @@ def _permute_infer(x, *, axes):
 
 
 permute = Op("permute", kind=PRIMITIVE, inputs=("x",), attrs={"axes": ()}, infer=_permute_infer,
-             reference=lambda x, *, axes: np.transpose(x, axes), prepare=_prepare_permute,
+             reference=lambda x, *, axes: np.transpose(x, axes), prepare=_prepare_permute, vjp=grad_rules.permute,
              dtypes=ANY, exact=True, onnx="Transpose", cases={"family": "permute"},
              doc="Reorder axes: output axis i is input axis axes[i].")
 
@@ -87,7 +88,7 @@ def _broadcast_infer(x, *, shape):
 
 broadcast_to = Op("broadcast_to", kind=PRIMITIVE, inputs=("x",), attrs={"shape": ()},
                   infer=_broadcast_infer, reference=lambda x, *, shape: np.broadcast_to(x, shape),
-                  prepare=lambda a, k: (a, {"shape": tuple(int(d) for d in k["shape"])}),
+                  prepare=lambda a, k: (a, {"shape": tuple(int(d) for d in k["shape"])}), vjp=grad_rules.broadcast_to,
                   dtypes=ANY, exact=True, onnx="Expand", cases={"family": "broadcast"},
                   doc="Repeat size-1 (or missing leading) dims to reach `shape`.")
 
@@ -118,7 +119,7 @@ def _prepare_concat(args, attrs):
 
 
 concat = Op("concat", kind=PRIMITIVE, inputs=("xs",), attrs={"axis": 0}, infer=_concat_infer,
-            reference=lambda xs, *, axis=0: np.concatenate(xs, axis=axis), prepare=_prepare_concat,
+            reference=lambda xs, *, axis=0: np.concatenate(xs, axis=axis), prepare=_prepare_concat, vjp=grad_rules.concat,
             variadic=True, dtypes=ANY, exact=True, onnx="Concat", cases={"family": "concat"},
             doc="Join a list of tensors along an existing axis.")
 
@@ -160,7 +161,7 @@ def slice_reference(x, *, axes, starts, stops, steps=None):
 
 slice = Op("slice", kind=PRIMITIVE, inputs=("x",),
            attrs={"axes": (), "starts": (), "stops": (), "steps": None},
-           infer=_slice_infer, reference=slice_reference, prepare=_prepare_slice, dtypes=ANY,
+           infer=_slice_infer, reference=slice_reference, prepare=_prepare_slice, dtypes=ANY, vjp=grad_rules.slice,
            exact=True, onnx="Slice", cases={"family": "slice"},
            doc="""x[start:stop:step] along each of `axes` (Python slicing rules, positive steps).
 

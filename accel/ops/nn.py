@@ -12,6 +12,7 @@ import numpy as np
 
 from accel import dtypes as dt
 from accel.errors import DTypeError, ShapeError
+from accel import grad_rules
 from accel.op import COMPOSITE, Op
 from accel.ops._rules import (
     broadcast_shapes, normalize_axis, prepare_float_unary, require_float, require_same_dtype, spec,
@@ -82,12 +83,12 @@ def log_softmax_reference(x, *, axis=-1):
 
 softmax = Op("softmax", kind=COMPOSITE, inputs=("x",), attrs={"axis": -1},
              infer=_axis_same_as_input, reference=softmax_reference,
-             decompose=_softmax_decomposition, prepare=_prepare_axis, dtypes=FLOATS,
+             decompose=_softmax_decomposition, prepare=_prepare_axis, dtypes=FLOATS, vjp=grad_rules.softmax,
              accumulating=True, onnx="Softmax", cases={"family": "softmax"},
              doc="exp(x) / sum(exp(x)) along `axis`, computed stably (max subtracted).")
 log_softmax = Op("log_softmax", kind=COMPOSITE, inputs=("x",), attrs={"axis": -1},
                  infer=_axis_same_as_input, reference=log_softmax_reference,
-                 decompose=_log_softmax_decomposition, prepare=_prepare_axis, dtypes=FLOATS,
+                 decompose=_log_softmax_decomposition, prepare=_prepare_axis, dtypes=FLOATS, vjp=grad_rules.log_softmax,
                  accumulating=True, onnx="LogSoftmax", cases={"family": "softmax"},
                  doc="log(softmax(x)) along `axis`, computed stably.")
 
@@ -99,7 +100,7 @@ def _silu_decomposition(x):
 
 
 silu = Op("silu", kind=COMPOSITE, inputs=("x",), infer=_same_as_input,
-          reference=lambda x: x / (1.0 + np.exp(-x)), decompose=_silu_decomposition,
+          reference=lambda x: x / (1.0 + np.exp(-x)), decompose=_silu_decomposition, vjp=grad_rules.silu,
           prepare=prepare_float_unary, dtypes=FLOATS, cases={"family": "unary", "domain": (-8.0, 8.0)},
           doc="x * sigmoid(x) (SiLU / swish), the Llama MLP activation.")
 
@@ -165,7 +166,7 @@ def rms_norm_reference(x, weight=None, *, eps=1e-6):
 
 
 rms_norm = Op("rms_norm", kind=COMPOSITE, inputs=("x", "weight"), attrs={"eps": 1e-6}, optional=("weight",),
-              infer=_norm_infer, reference=rms_norm_reference, decompose=_rms_norm_decomposition,
+              infer=_norm_infer, reference=rms_norm_reference, decompose=_rms_norm_decomposition, vjp=grad_rules.rms_norm,
               prepare=prepare_float_unary, dtypes=FLOATS, accumulating=True,
               onnx="RMSNormalization", cases={"family": "norm", "bias": False},
               doc="x / sqrt(mean(x², last axis) + eps) * weight (weight may be None).")
@@ -217,12 +218,15 @@ def _rope_infer(x, cos, sin):
 
 
 def _rope_decomposition(x, cos, sin):
+    # float32 inside, one rounding at the end: x*cos + rot*sin cancels, and three low-precision
+    # roundings made fp16 results miss rtol 1e-3 (found by conformance).
+    xf, cos, sin = _up(x), _up(cos), _up(sin)
     half = x.shape[-1] // 2
     last = x.ndim - 1
-    x1 = slice(x, (last,), (0,), (half,))
-    x2 = slice(x, (last,), (half,), (2 * half,))
+    x1 = slice(xf, (last,), (0,), (half,))
+    x2 = slice(xf, (last,), (half,), (2 * half,))
     rotated = concat([neg(x2), x1], -1)
-    return add(mul(x, cos), mul(rotated, sin))
+    return _down(add(mul(xf, cos), mul(rotated, sin)), x.dtype)
 
 
 def rope_reference(x, cos, sin):
@@ -232,7 +236,7 @@ def rope_reference(x, cos, sin):
 
 
 rope = Op("rope", kind=COMPOSITE, inputs=("x", "cos", "sin"), infer=_rope_infer,
-          reference=rope_reference, decompose=_rope_decomposition, prepare=prepare_float_unary,
+          reference=rope_reference, decompose=_rope_decomposition, prepare=prepare_float_unary, vjp=grad_rules.rope,
           dtypes=FLOATS, onnx="RotaryEmbedding", cases={"family": "rope"},
           doc="""Rotary position embedding, "rotate half" convention (Hugging Face Llama):
           x * cos + rotate_half(x) * sin, with rotate_half(x) = concat(-x[..., D/2:], x[..., :D/2]).
@@ -323,7 +327,7 @@ def attention_reference(q, k, v, mask=None, *, causal=False, scale=None):
 attention = Op(
     "attention", kind=COMPOSITE, inputs=("q", "k", "v", "mask"), optional=("mask",),
     attrs={"causal": False, "scale": None}, infer=_attention_infer, reference=attention_reference,
-    decompose=_attention_decomposition, prepare=prepare_float_unary, dtypes=FLOATS,
+    decompose=_attention_decomposition, prepare=prepare_float_unary, dtypes=FLOATS, vjp=grad_rules.attention,
     accumulating=True, onnx="Attention", cases={"family": "attention"},
     doc="""Scaled dot-product attention with grouped-query heads.
 
@@ -347,7 +351,7 @@ def _embedding_infer(weight, ids):
 
 embedding = Op("embedding", kind=COMPOSITE, inputs=("weight", "ids"), infer=_embedding_infer,
                reference=lambda weight, ids: np.take(weight, ids, axis=0, mode="raise"),
-               decompose=lambda weight, ids: gather(weight, ids, 0), dtypes=FLOATS, exact=True,
+               decompose=lambda weight, ids: gather(weight, ids, 0), dtypes=FLOATS, exact=True, vjp=grad_rules.embedding,
                onnx="Gather", cases={"family": "embedding"},
                doc="Rows of `weight` (vocab, dim) at integer `ids`: output ids.shape + (dim,).")
 
@@ -372,7 +376,7 @@ def _linear_decomposition(x, weight, bias=None):
 
 linear = Op("linear", kind=COMPOSITE, inputs=("x", "weight", "bias"), optional=("bias",), infer=_linear_infer,
             reference=lambda x, weight, bias=None: x @ weight.T + (0.0 if bias is None else bias),
-            decompose=_linear_decomposition, prepare=prepare_float_unary, dtypes=FLOATS,
+            decompose=_linear_decomposition, prepare=prepare_float_unary, dtypes=FLOATS, vjp=grad_rules.linear,
             accumulating=True, onnx="Gemm", cases={"family": "linear"},
             doc="x @ weight.T + bias, weight stored (out_features, in_features) as in torch/HF.")
 
@@ -425,7 +429,7 @@ def cross_entropy_reference(logits, targets, *, ignore_index=-100, reduction="me
 cross_entropy = Op(
     "cross_entropy", kind=COMPOSITE, inputs=("logits", "targets"),
     attrs={"ignore_index": -100, "reduction": "mean"}, infer=_cross_entropy_infer,
-    reference=cross_entropy_reference, decompose=_cross_entropy_decomposition,
+    reference=cross_entropy_reference, decompose=_cross_entropy_decomposition, vjp=grad_rules.cross_entropy,
     prepare=prepare_float_unary, dtypes=FLOATS, accumulating=True,
     onnx="SoftmaxCrossEntropyLoss", cases={"family": "cross_entropy"},
     doc="""Softmax cross-entropy of logits (..., C) against integer targets (...).

@@ -5,6 +5,7 @@ import numpy as np
 
 from accel import dtypes as dt
 from accel.errors import DTypeError
+from accel import grad_rules
 from accel.op import COMPOSITE, PRIMITIVE, Op
 from accel.ops._rules import normalize_axes, normalize_axis, spec
 
@@ -54,14 +55,18 @@ def _argmax_infer(x, *, axis=-1, keepdims=False):
 
 
 def _mean_decomposition(x, axis=None, keepdims=False):
-    from accel.ops.elementwise import mul
+    from accel.ops.elementwise import cast, mul
 
     axes = normalize_axes(axis, x.ndim)
     count = 1
     for a in axes:
         count *= x.shape[a]
-    total = sum(x, axis, keepdims)
-    return mul(total, 1.0 / count if count else float("nan"))
+    # Low precision: sum and scale in float32, round once. In float8 the sum overflows and
+    # 1/count underflows to 0 (1/4096 < the smallest e4m3fn subnormal); found by conformance.
+    xf = cast(x, dt.float32) if x.dtype in dt.LOW_PRECISION else x
+    total = sum(xf, axis, keepdims)
+    out = mul(total, 1.0 / count if count else float("nan"))
+    return out if out.dtype is x.dtype else cast(out, x.dtype)
 
 
 def _argmax_reference(x, *, axis=-1, keepdims=False):
@@ -71,17 +76,17 @@ def _argmax_reference(x, *, axis=-1, keepdims=False):
 
 sum = Op("sum", kind=PRIMITIVE, inputs=("x",), attrs={"axis": None, "keepdims": False},
          infer=_sum_infer, reference=lambda x, *, axis=None, keepdims=False: np.sum(x, axis=axis, keepdims=keepdims),
-         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, accumulating=True,
+         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, accumulating=True, vjp=grad_rules.sum,
          onnx="ReduceSum", cases={"family": "reduce"},
          doc="Sum over `axis` (None: all axes); floats accumulate in at least float32.")
 max = Op("max", kind=PRIMITIVE, inputs=("x",), attrs={"axis": None, "keepdims": False},
          infer=_max_infer, reference=lambda x, *, axis=None, keepdims=False: np.max(x, axis=axis, keepdims=keepdims),
-         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, exact=True,
+         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, exact=True, vjp=grad_rules.max,
          onnx="ReduceMax", cases={"family": "reduce", "nonempty": True},
          doc="Maximum over `axis` (None: all axes); NaN propagates.")
 mean = Op("mean", kind=COMPOSITE, inputs=("x",), attrs={"axis": None, "keepdims": False},
           infer=_mean_infer, reference=lambda x, *, axis=None, keepdims=False: np.mean(x, axis=axis, keepdims=keepdims),
-          decompose=_mean_decomposition, prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES,
+          decompose=_mean_decomposition, prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES, vjp=grad_rules.mean,
           accumulating=True, onnx="ReduceMean", cases={"family": "reduce", "nonempty": True},
           doc="Mean over `axis` (None: all axes).")
 argmax = Op("argmax", kind=PRIMITIVE, inputs=("x",), attrs={"axis": -1, "keepdims": False},

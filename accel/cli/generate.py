@@ -1,0 +1,45 @@
+"""`accel generate`: stream text from a model directory (default: the bundled model)."""
+from __future__ import annotations
+
+import sys
+
+import accel
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="generate text with a Llama-family model, streaming it")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="Hugging Face model directory (default: the bundled model)")
+    p.add_argument("--backend", default=None, help="e.g. numpy, torch:cuda:0 (default: auto-detect)")
+    p.add_argument("--prompt", default="Hello", help="text to continue (default: %(default)r)")
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="sampling seed: same seed, same text on every backend")
+    p.add_argument("--dtype", default=None, help="cast the weights, e.g. bfloat16 (default: as stored)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import accel.models
+
+    model = accel.models.load_pretrained(args.model or accel.models.bundled_path(),
+                                         backend=args.backend, dtype=args.dtype)
+    if model.tokenizer is None:
+        raise accel.ModelError(f"{args.model} has no tokenizer.json", hint="accel generate needs text in and out")
+
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    show(args.prompt)
+    model.generate_text(args.prompt, args.max_new_tokens, stream=show, temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    sys.stdout.write("\n")
+    s = model.last_generation
+    if s is not None:
+        seed = f", seed {s.seed}" if s.seed is not None else ""
+        print(f"[{s.new_tokens} tokens, {s.tokens_per_s:.1f} tokens/s (decode {s.decode_tokens_per_s:.1f}/s) "
+              f"on {model.backend.spec}, {model.dtype.name}{seed}]", file=sys.stderr)
+    return 0

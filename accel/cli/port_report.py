@@ -1,0 +1,67 @@
+"""`accel port-report`: how a model runs on a backend, op by op, against the reference backend."""
+from __future__ import annotations
+
+import os
+
+from accel.errors import AccelError, BackendError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "port-report", help="run a model on a backend and report per-op coverage, time and accuracy",
+        description="Run a prompt through a model on BACKEND and report, for every op the model uses, "
+                    "the calls, native / decomposed / host fallback / downcast, and its share of the "
+                    "time (simulated on npusim, wall clock elsewhere); then the max logit deviation and "
+                    "greedy-token agreement against the reference backend.")
+    p.add_argument("--model", help="model directory (config.json, model.safetensors, tokenizer.json); "
+                                   "default: the bundled model")
+    p.add_argument("--backend", help="backend to report on, e.g. npusim, npusim:minimal, torch:cuda "
+                                     "(default: the current backend)")
+    p.add_argument("--prompt", default=None, help="prompt text (default: %(default)s)")
+    p.add_argument("--new-tokens", type=int, default=16, help="greedy tokens to generate (default: 16)")
+    p.add_argument("--dtype", help="cast the weights on the target, e.g. bfloat16 (default: as stored)")
+    p.add_argument("--reference", help="backend to compare against (default: the reference backend)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option passed to backend.configure(), e.g. dtype_policy=fallback "
+                        "(npusim: dtype_policy, memory_capacity, fault_at, fault_rate, fault_seed)")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import accel
+    from accel.porting import DEFAULT_PROMPT, port_report
+
+    model_dir = args.model
+    if model_dir is None:
+        import accel.models
+
+        model_dir = accel.models.bundled_path()
+    backend = accel.get_backend(args.backend)
+    if args.set:
+        configure = getattr(backend, "configure", None)
+        if configure is None:
+            raise BackendError(f"--set: backend {backend.spec} takes no options",
+                               hint="drop --set; only backends with a configure() method take options")
+        options = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise AccelError(f"--set expects KEY=VALUE, got {item!r}", hint="e.g. --set dtype_policy=fallback")
+            options[key.strip()] = None if value.strip().lower() == "none" else value.strip()
+        try:
+            configure(**options)
+        except TypeError as exc:
+            raise BackendError(f"--set: {backend.spec} does not take {exc}",
+                               hint="see the backend's configure() for its options") from None
+    report = port_report(model_dir, backend, prompt=args.prompt or DEFAULT_PROMPT,
+                         new_tokens=args.new_tokens, dtype=args.dtype, reference=args.reference)
+    print(report.to_text(), end="")
+    for path, text in ((args.json, report.to_json), (args.markdown, report.to_markdown)):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text())
+            print(f"wrote {path}")
+    return 0 if report.ok else 1
