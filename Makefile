@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-all install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/accel demo
 
+# CI backends: the reference, torch:cpu and the simulated NPU. jax and onnxruntime compile per
+# shape and take minutes on 2 cores: `make test-all` (or `pytest --backend jax`) runs them.
+TEST_BACKENDS ?= --backend numpy --backend torch:cpu --backend npusim
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(TEST_BACKENDS)
+
+test-all: $(STAMP)
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) build *.egg-info

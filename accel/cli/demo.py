@@ -15,7 +15,7 @@ import accel
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the bundled model on every available backend and compare")
     p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the bundled model)")
-    p.add_argument("--prompt", default="Hello")
+    p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--backend", action="append", default=[], metavar="NAME",
                    help="only these backends (repeatable; default: every available one)")
