@@ -17,9 +17,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/accel demo
 
-# CI backends: the reference, torch:cpu and the simulated NPU. jax and onnxruntime compile per
+# CI backends: the reference, torch:cpu, the simulated NPU and onnxruntime (about 5.5 min on 2 cores). jax compiles per
 # shape and take minutes on 2 cores: `make test-all` (or `pytest --backend jax`) runs them.
-TEST_BACKENDS ?= --backend numpy --backend torch:cpu --backend npusim
+TEST_BACKENDS ?= --backend numpy --backend torch:cpu --backend npusim --backend onnxruntime
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(TEST_BACKENDS)
