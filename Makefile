@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/accel demo
 
 # CI backends: the reference, torch:cpu, the simulated NPU and onnxruntime (about 5.5 min on 2 cores). jax compiles per
-# shape and take minutes on 2 cores: `make test-all` (or `pytest --backend jax`) runs them.
+# shape and takes minutes on 2 cores: `make test-all` (or `pytest --backend jax`) runs them.
 TEST_BACKENDS ?= --backend numpy --backend torch:cpu --backend npusim --backend onnxruntime
 
 test: $(STAMP)
