@@ -90,17 +90,18 @@ def _named(graph):
 
 def _ort_allows(backend):
     """Fused ONNX operators only where ONNX Runtime's CPU provider runs them (its support table)."""
-    try:
-        from accel.backends.onnxruntime_support import CPU_OP_DTYPES
-    except ImportError:  # onnxruntime absent: trust the ONNX standard
+    import accel
+
+    try:  # found through the entry point, like any backend: accel/ names no concrete one
+        ort_cpu = accel.get_backend("onnxruntime:cpu")
+    except accel.AccelError:  # onnxruntime absent: trust the ONNX standard
         return lambda op, dtype: True
-    return lambda op, dtype: dtype is None or dtype.name in CPU_OP_DTYPES.get(op.name, ())
+    return lambda op, dtype: dtype is None or ort_cpu.supports(op, dtype)
 
 
 def verify(model, model_proto, step: str, *, batch: int, prefill_len: int, max_seq: int) -> float:
     """Run the exported step in ONNX Runtime and on the reference backend: max |logit diff|."""
     import numpy as np
-    import onnxruntime as ort
 
     import accel
     from accel import ops
@@ -121,11 +122,8 @@ def verify(model, model_proto, step: str, *, batch: int, prefill_len: int, max_s
     for i in range(model.config.num_hidden_layers):
         feeds[f"past_key.{i}"] = np.array(cache.k[i].numpy())
         feeds[f"past_value.{i}"] = np.array(cache.v[i].numpy())
-    from accel.backends.onnxruntime_backend import Session
-
-    session = Session(ort.InferenceSession(model_proto.SerializeToString(),
-                                           providers=["CPUExecutionProvider"]),
-                      [accel.as_dtype(model.dtype)] * len(model_proto.graph.output))
+    session = accel.get_backend("onnxruntime:cpu").new_session(
+        model_proto, [accel.as_dtype(model.dtype)] * len(model_proto.graph.output))
     got = session(*[feeds[i.name] for i in session.session.get_inputs()])
     want = forward(params, model.config, accel.from_numpy(ids, ref),
                    accel.from_numpy(feeds["positions"], ref), cache)
