@@ -38,6 +38,11 @@ class _Mode:
 
     def refresh(self) -> None:
         self.hook = _slow_path if (self.checked or self.interceptors) else None
+        # Op.__call__ calls the eager path directly while nothing needs the slow one.
+        if self.hook is None:
+            _op_module.install_dispatcher(eager, eager_prepared)
+        else:
+            _op_module.install_dispatcher(call, _slow_path)
 
 
 mode = _Mode.__new__(_Mode)
@@ -93,16 +98,40 @@ def call(op: Op, args: tuple, attrs: dict):
 
 
 def eager(op: Op, args: tuple, attrs: dict):
+    if op._same_dtype_noop:  # x + y with one dtype on one backend: nothing to prepare or check
+        a, b = args
+        if type(a) is Tensor and type(b) is Tensor and a.backend is b.backend \
+                and a.data.dtype is b.data.dtype:
+            backend = a.backend
+            return (backend._resolved.get(op) or resolve(backend, op))(args, attrs)
     if op.prepare is not None:
         try:
             args, attrs = op.prepare(args, attrs)
         except AccelError as error:
             raise _with_context(op, args, attrs, error) from None
-    backend = backend_of(op, args, attrs)
+        except (AttributeError, TypeError):  # prepare read a non-Tensor input: say so
+            backend_of(op, args, attrs)
+            raise
+    # backend_of inlined for one or two plain Tensor inputs on one backend (most calls);
+    # anything else (more inputs, non-tensors, mixed backends) goes through backend_of.
+    n = op._plain
+    if n == 1 and type(args[0]) is Tensor:
+        backend = args[0].backend
+    elif n == 2 and type(args[0]) is Tensor and type(args[1]) is Tensor \
+            and args[0].backend is args[1].backend:
+        backend = args[0].backend
+    else:
+        backend = backend_of(op, args, attrs)
     entry = backend._resolved.get(op)
     if entry is None:
         entry = resolve(backend, op)
     return entry(args, attrs)
+
+
+def eager_prepared(op: Op, args: tuple, attrs: dict):
+    """`eager` for arguments already in prepared form (see Op.call_prepared)."""
+    backend = backend_of(op, args, attrs)
+    return (backend._resolved.get(op) or resolve(backend, op))(args, attrs)
 
 
 def backend_of(op: Op, args: tuple, attrs: dict):
@@ -197,7 +226,8 @@ def _fixed_arity_entry(backend, op: Op, kernel: Callable) -> Callable:
     if op._n == 1:
         def run_unary(args, attrs):
             try:
-                return Tensor(kernel(args[0].data, **attrs), backend)
+                return Tensor(kernel(args[0].data, **attrs) if attrs else kernel(args[0].data),
+                              backend)
             except AccelError as error:
                 raise _contextual(op, args, attrs, error)
             except Exception as exc:
@@ -206,7 +236,9 @@ def _fixed_arity_entry(backend, op: Op, kernel: Callable) -> Callable:
 
     def run_binary(args, attrs):
         try:
-            return Tensor(kernel(args[0].data, args[1].data, **attrs), backend)
+            if attrs:
+                return Tensor(kernel(args[0].data, args[1].data, **attrs), backend)
+            return Tensor(kernel(args[0].data, args[1].data), backend)
         except AccelError as error:  # a backend's own AccelError gets the call in front of it
             raise _contextual(op, args, attrs, error)
         except Exception as exc:
@@ -331,8 +363,8 @@ def _with_context(op: Op, args: tuple, attrs: dict, error: AccelError) -> AccelE
     """The same error, its message prefixed with the call (op, args, backend)."""
     try:
         where = backend_of(op, args, attrs).spec
-    except AccelError:
-        where = "?"
+    except AccelError:  # a host array among the inputs: name the backend of the tensors there
+        where = next((a.backend.spec for a in _flat(op, args) if isinstance(a, Tensor)), "?")
     shown = ", ".join(describe(a) for a in _flat(op, args))
     message = str(error.args[0]).split("\n")[0] if error.args else str(error)
     if message.startswith(op.name + "("):
@@ -397,8 +429,7 @@ def _init() -> None:
     from accel.dtypes import ALL_DTYPES
 
     _ALL.update(ALL_DTYPES)
-    mode.__init__()
-    _op_module.install_dispatcher(call)
+    mode.__init__()  # installs the dispatcher into accel.op (see _Mode.refresh)
 
 
 _init()

@@ -384,16 +384,23 @@ def _ones_like_last(b, x: str, dtype: dt.DType) -> str:
     return b.op("ConstantOfShape", [last], value=value)
 
 
+def _normalized(b, onnx_op: str, x: str, spec, eps, out_dtype: dt.DType) -> str:
+    """x normalised over the last axis by `onnx_op` (RMSNormalization, LayerNormalization) with
+    unit scale: in float32 for low precision, rounded once to out_dtype, as the decompositions."""
+    low = _low(spec)
+    work = dt.float32 if low else spec.dtype
+    xw = b.cast(x, work) if low else x
+    y = b.op(onnx_op, [xw, _ones_like_last(b, xw, work)], axis=-1, epsilon=float(eps), stash_type=1)
+    if low:
+        y = _to_float8(b, y, out_dtype) if out_dtype in dt.FLOAT8_DTYPES else b.cast(y, out_dtype)
+    return y
+
+
 @lowering(ops.rms_norm)
 def _rms_norm(b, names, specs, attrs, out):
     x, weight = names
-    work = dt.float32 if _low(specs[0]) else specs[0].dtype
-    xw = b.cast(x, work) if _low(specs[0]) else x
     # Normalise (in float32 for low precision), round once, then scale, as the decomposition.
-    y = b.op("RMSNormalization", [xw, _ones_like_last(b, xw, work)], axis=-1,
-             epsilon=float(attrs["eps"]), stash_type=1)
-    if _low(specs[0]):
-        y = _to_float8(b, y, out.dtype) if out.dtype in dt.FLOAT8_DTYPES else b.cast(y, out.dtype)
+    y = _normalized(b, "RMSNormalization", x, specs[0], attrs["eps"], out.dtype)
     if weight is None:
         return y
     return _in_f32(b, [out, specs[1]], [y, weight], lambda p, q: b.op("Mul", [p, q]), out.dtype)
@@ -402,12 +409,7 @@ def _rms_norm(b, names, specs, attrs, out):
 @lowering(ops.layer_norm)
 def _layer_norm(b, names, specs, attrs, out):
     x, weight, bias = names
-    work = dt.float32 if _low(specs[0]) else specs[0].dtype
-    xw = b.cast(x, work) if _low(specs[0]) else x
-    y = b.op("LayerNormalization", [xw, _ones_like_last(b, xw, work)], axis=-1,
-             epsilon=float(attrs["eps"]), stash_type=1)
-    if _low(specs[0]):
-        y = _to_float8(b, y, out.dtype) if out.dtype in dt.FLOAT8_DTYPES else b.cast(y, out.dtype)
+    y = _normalized(b, "LayerNormalization", x, specs[0], attrs["eps"], out.dtype)
     if weight is not None:
         y = _in_f32(b, [out, specs[1]], [y, weight], lambda p, q: b.op("Mul", [p, q]), out.dtype)
     if bias is not None:

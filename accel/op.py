@@ -19,7 +19,7 @@ class Op:
     __slots__ = (
         "name", "kind", "inputs", "attrs", "infer", "reference", "decompose", "vjp", "cases",
         "prepare", "doc", "variadic", "optional", "accumulating", "exact", "dtypes", "onnx", "_n",
-        "_attr_names", "__weakref__",
+        "_attr_names", "_plain", "_binds", "_same_dtype_noop", "__weakref__",
     )
 
     def __init__(
@@ -64,6 +64,11 @@ class Op:
         self.doc = doc
         self._n = len(inputs)
         self._attr_names = tuple(self.attrs)
+        # 1 or 2 required tensor inputs (0 otherwise): the dispatcher finds the backend inline.
+        self._plain = self._n if self._n in (1, 2) and not variadic and not optional else 0
+        self._binds = bool(self._attr_names or optional)  # a call always goes through bind
+        # Two tensors of one dtype on one backend need no preparation (prepare_binary says so).
+        self._same_dtype_noop = self._plain == 2 and getattr(prepare, "same_dtype_is_noop", False)
 
     @property
     def __doc__(self) -> str:  # help(accel.ops.softmax) shows the op's own docstring
@@ -79,6 +84,8 @@ class Op:
     def bind(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Split a call into (tensor inputs, attrs with defaults filled)."""
         n = self._n
+        if not kwargs and len(args) == n + len(self._attr_names):  # everything positional
+            return args[:n], dict(zip(self._attr_names, args[n:]))
         if not kwargs and n <= len(args) <= n + len(self._attr_names):
             attrs = dict(self.attrs)  # the common positional call: no name lookups needed
             if len(args) > n:
@@ -118,18 +125,30 @@ class Op:
         return f"{self.name}({', '.join(parts)})"
 
     def __call__(self, *args, **kwargs):
-        if kwargs or len(args) != self._n or self._attr_names or self.optional:
+        if kwargs or self._binds or len(args) != self._n:
             args, kwargs = self.bind(args, kwargs)
         return _dispatch(self, args, kwargs)
+
+    def call_prepared(self, args: tuple, attrs: dict):
+        """Dispatch arguments already in the form `prepare` returns (tensor indexing builds
+        slice attrs itself); eager mode skips `prepare`, interceptors and checked mode see the
+        call as usual (prepare is idempotent)."""
+        return _dispatch_prepared(self, args, attrs)
 
 
 _MISSING = object()
 
 
-def _dispatch(op, args, attrs):  # replaced by accel.dispatch.call at import time
+def _dispatch(op, args, attrs):  # replaced by accel.dispatch at import time
     raise RuntimeError("accel.dispatch not initialised")
 
 
-def install_dispatcher(fn: Callable) -> None:
-    global _dispatch
+_dispatch_prepared = _dispatch
+
+
+def install_dispatcher(fn: Callable, prepared: Callable | None = None) -> None:
+    """Called by accel.dispatch whenever its mode changes: the plain eager functions when no
+    interceptor or checked mode is on (one call less per op), else the slow path."""
+    global _dispatch, _dispatch_prepared
     _dispatch = fn
+    _dispatch_prepared = prepared or fn

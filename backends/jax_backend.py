@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from accel.backend import Backend, Probe
+from accel.backend import Backend, Probe, ScalarCache
 from accel.dtypes import from_numpy_dtype
 from accel.errors import BackendError
 
@@ -49,6 +49,7 @@ class JaxBackend(Backend):
             raise BackendError(f"jax has no {platform} device {i}; it reports {len(found)}",
                                hint="see `accel info --backend jax`")
         self.jax_device = found[i]
+        self.scalar = ScalarCache(self._make_scalar)  # jax arrays are immutable: safe to share
         precision = os.environ.get("ACCEL_JAX_MATMUL_PRECISION")
         if precision:
             jax_kernels.set_matmul_precision(precision)
@@ -84,11 +85,14 @@ class JaxBackend(Backend):
     def dtype_of(self, native):
         return from_numpy_dtype(np.dtype(native.dtype))
 
-    def scalar(self, value, dtype):
+    def _make_scalar(self, value, dtype):
         return jax.device_put(np.asarray(value, dtype=dtype.numpy), self.jax_device)
 
     def synchronize(self) -> None:
         jax.effects_barrier()
+
+    def runs_on_host(self) -> bool:
+        return self.jax_device.platform == "cpu"
 
     def device_facts(self):
         d = self.jax_device

@@ -20,6 +20,7 @@ from jax.scipy.special import erf as _erf  # noqa: E402
 
 from accel import dtypes as dt  # noqa: E402
 from accel import ops  # noqa: E402
+from accel.backends._shared_kernels import LowPrecision, basic_slice  # noqa: E402
 from accel.errors import OpError  # noqa: E402
 
 _LOW = frozenset(np.dtype(d.numpy) for d in dt.LOW_PRECISION)
@@ -46,28 +47,9 @@ def set_matmul_precision(name: str) -> None:
     settings.precision = PRECISIONS[name]
 
 
-def _unary(fn):
-    def kernel(x):
-        if x.dtype in _LOW:
-            return fn(x.astype(_F32)).astype(x.dtype)
-        return fn(x)
-    return kernel
-
-
-def _binary(fn):
-    def kernel(x, y):
-        if x.dtype in _LOW:
-            return fn(x.astype(_F32), y.astype(_F32)).astype(x.dtype)
-        return fn(x, y)
-    return kernel
-
-
-def _compare(fn):
-    def kernel(x, y):
-        if x.dtype in _LOW:
-            return fn(x.astype(_F32), y.astype(_F32))
-        return fn(x, y)
-    return kernel
+# float16/bfloat16/float8 compute in float32 and round once.
+_VIA_F32 = LowPrecision(_LOW, widen=lambda a: a.astype(_F32), round_to=lambda y, dtype: y.astype(dtype))
+_unary, _binary, _compare = _VIA_F32.unary, _VIA_F32.binary, _VIA_F32.compare
 
 
 def _cast(x, *, dtype, saturate=False):
@@ -115,13 +97,6 @@ def _argmax(x, *, axis=-1, keepdims=False):
         return jnp.asarray(0, dtype=jnp.int64)
     src = x.astype(_F32) if x.dtype in _LOW else x
     return jnp.argmax(src, axis=axis, keepdims=keepdims).astype(jnp.int64)
-
-
-def _slice(x, *, axes, starts, stops, steps=None):
-    index = [slice(None)] * x.ndim
-    for a, s, e, st in zip(axes, starts, stops, steps or (1,) * len(axes)):
-        index[a] = slice(s, e, st)
-    return x[tuple(index)]
 
 
 def _gather_checked(x, indices, *, axis=0):
@@ -185,7 +160,7 @@ KERNELS = {
     ops.permute: lambda x, *, axes: jnp.transpose(x, axes),
     ops.broadcast_to: lambda x, *, shape: jnp.broadcast_to(x, shape),
     ops.concat: lambda xs, *, axis=0: jnp.concatenate(xs, axis=axis),
-    ops.slice: _slice,
+    ops.slice: basic_slice,
     ops.gather: _gather_checked,
     ops.index_copy: _index_copy,
 }

@@ -13,6 +13,7 @@ import numpy as np
 
 from accel import ops
 from accel.backend import Backend, Probe
+from accel.backends._shared_kernels import LowPrecision
 from accel.dtypes import LOW_PRECISION, from_numpy_dtype
 from accel.ops.elementwise import cast_reference
 from accel.ops.movement import slice_reference
@@ -26,28 +27,10 @@ except ImportError:  # pragma: no cover - scipy comes with jax, but is not requi
     _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
-def _via_f32_unary(fn):
-    def kernel(x):
-        if x.dtype in _LOW_NUMPY:
-            return fn(x.astype(_F32)).astype(x.dtype)
-        return fn(x)
-    return kernel
-
-
-def _via_f32_binary(fn):
-    def kernel(x, y):
-        if x.dtype in _LOW_NUMPY:
-            return fn(x.astype(_F32), np.asarray(y).astype(_F32)).astype(x.dtype)
-        return fn(x, y)
-    return kernel
-
-
-def _compare(fn):
-    def kernel(x, y):
-        if x.dtype in _LOW_NUMPY:
-            return fn(x.astype(_F32), np.asarray(y).astype(_F32))
-        return fn(x, y)
-    return kernel
+# float16/bfloat16/float8 compute in float32 and round once (y may be a numpy scalar: asarray).
+_VIA_F32 = LowPrecision(_LOW_NUMPY, widen=lambda a: np.asarray(a).astype(_F32),
+                        round_to=lambda y, dtype: y.astype(dtype))
+_via_f32_unary, _via_f32_binary, _compare = _VIA_F32.unary, _VIA_F32.binary, _VIA_F32.compare
 
 
 def _sum(x, *, axis=None, keepdims=False):

@@ -185,6 +185,9 @@ class OnnxRuntimeBackend(Backend):
         return np.asarray(value, dtype=np.float32 if dtype.itemsize < 4 and dtype.is_floating
                           else dtype.numpy).astype(dtype.numpy)
 
+    def runs_on_host(self) -> bool:
+        return self.provider == "CPUExecutionProvider"
+
     def device_facts(self):
         return {"device_count": 1, "provider": self.provider,
                 "provider_options": dict(self.provider_options),
@@ -195,6 +198,11 @@ class OnnxRuntimeBackend(Backend):
     def session_options(self):
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Every session owns a thread pool whose idle threads spin by default; with one session
+        # per op signature those spinning threads starve everything else in the process (torch's
+        # ops ran 50x slower beside them on 2 cores; see docs/benchmarks.md). Idle threads sleep.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if dispatch.mode.strict and self.provider != "CPUExecutionProvider":
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         return options

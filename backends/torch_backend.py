@@ -3,8 +3,9 @@ vendor extensions register through PyTorch's PrivateUse1 mechanism (Ascend `npu`
 Cambricon `mlu` via torch_mlu, Moore Threads `musa` via torch_musa) or that torch ships (`xpu`).
 
 An extension is imported only when it is installed (`importlib.util.find_spec` first) and never
-required; `probe()` lists the devices found and says why the other types are absent. Kernels
-live in `torch_kernels.py`; this file holds device discovery, host transfer and device facts.
+required; `probe()` lists the devices found and says why the other types are absent. The kernel
+table is `torch_kernels.py` (its kernels in torch_dtypes/_primitives/_fused/_float8.py); this file
+holds device discovery, host transfer and device facts.
 """
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import functools
 import importlib
 import importlib.util
 import os
-import platform
 from typing import Any
 
 import numpy as np
 
-from accel.backend import Backend, Probe
+from accel import host_info
+from accel.backend import Backend, Probe, ScalarCache
 from accel.errors import BackendError, DTypeError
 
 try:
@@ -114,7 +115,9 @@ class TorchBackend(Backend):
         self._pin_precision()
         self.native_scaled_mm = self._has_float8_gemm()
         self.kernels = K.kernels_for(self.torch_device, native_scaled_mm=self.native_scaled_mm)
-        self._scalars: dict = {}
+        # Python scalars in `x * 0.5` as cached 0-d tensors: no allocation (nor host-to-device
+        # copy) per call. Safe to share: no kernel writes into an input scalar.
+        self.scalar = ScalarCache(self._make_scalar)
         self._ready = True
 
     @staticmethod
@@ -144,6 +147,9 @@ class TorchBackend(Backend):
             return "cpu"
         found, _ = discover()
         return f"{next(iter(found))}:0" if found else "cpu"
+
+    def runs_on_host(self) -> bool:
+        return self.device_type == "cpu"
 
     def _device_module(self):
         return None if self.device_type == "cpu" else getattr(torch, self.device_type, None)
@@ -198,19 +204,8 @@ class TorchBackend(Backend):
                              hint="convert the torch tensor to float32, bfloat16, int64, bool, ...")
         return found
 
-    def scalar(self, value, dtype):
-        # Cached: a Python scalar in `x * 0.5` would otherwise cost a tensor allocation (and a
-        # host-to-device copy on an accelerator) on every call. Keyed with the sign so that
-        # -0.0 and 0.0 stay apart; nothing writes into these 0-d tensors.
-        key = (dtype, value, type(value), str(value) if value == 0 else None)
-        found = self._scalars.get(key)
-        if found is None:
-            if len(self._scalars) > 4096:
-                self._scalars.clear()
-            found = torch.tensor(K.exact_value(value, dtype), dtype=K.TORCH_DTYPES[dtype],
-                                 device=self.torch_device)
-            self._scalars[key] = found
-        return found
+    def _make_scalar(self, value, dtype):
+        return torch.tensor(K.exact_value(value, dtype), dtype=K.TORCH_DTYPES[dtype], device=self.torch_device)
 
     def from_dlpack(self, obj):
         """Zero-copy import of a DLPack-capable array (numpy, jax, cupy, torch) onto this device.
@@ -263,12 +258,8 @@ class TorchBackend(Backend):
 
 
 def _cpu_facts() -> dict[str, Any]:
-    facts: dict[str, Any] = {"device_count": 1, "device_name": _cpu_name(),
-                             "threads": torch.get_num_threads()}
-    try:
-        facts["memory_total_bytes"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not every OS has these sysconf names
-        pass
+    facts: dict[str, Any] = {"device_count": 1, "device_name": host_info.cpu_name(),
+                             "threads": torch.get_num_threads(), "memory_total_bytes": host_info.memory_bytes()}
     facts["memory_allocated_bytes"] = None  # torch keeps no allocator statistics for the CPU
     facts["memory_peak_bytes"] = None
     facts["bf16_supported"] = True
@@ -299,18 +290,6 @@ def _accelerator_facts(module, device) -> dict[str, Any]:
     else:
         facts["fp8_supported"] = "storage and casts (GEMM support: see the vendor's docs)"
     return facts
-
-
-@functools.cache
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "host CPU"
 
 
 _FROM_NUMPY: dict = {}

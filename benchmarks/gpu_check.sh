@@ -5,6 +5,8 @@
 #   3. the torch backend tests (CUDA-marked ones included) and the Hugging Face parity tests
 #   4. the model benchmark: greedy generation on torch:cuda (float32, bfloat16) against numpy
 #   5. dispatch overhead per op on torch:cuda
+#   6. `accel bench` on every GPU backend installed (torch:cuda, jax:gpu, onnxruntime:cuda) against
+#      Hugging Face on CUDA; its bench.md is appended and its files kept beside RESULTS_FILE
 #
 #   bash benchmarks/gpu_check.sh [RESULTS_FILE]      (default: benchmarks/results/gpu_check-<host>-<time>.md)
 #
@@ -99,6 +101,24 @@ step "model benchmark: greedy generation" 90 bash -c "
 step "dispatch overhead ($DEVICE)" 60 \
     "$PYTHON" benchmarks/dispatch_overhead.py --backend "$DEVICE" --repeats 7 --calls 1000 \
     --out "$WORK/dispatch_overhead.json"
+
+GPU_BACKENDS=$("$PYTHON" - "$DEVICE" <<'EOF'
+import sys
+import accel
+specs = [sys.argv[1]]
+for spec in ("jax:gpu", "onnxruntime:cuda"):
+    try:
+        accel.get_backend(spec)
+        specs.append(spec)
+    except accel.AccelError:
+        pass
+print(" ".join(f"--backend {s}" for s in specs))
+EOF
+)
+BENCH_DIR="${OUT%.md}-bench"
+step "accel bench ($GPU_BACKENDS)" 420 \
+    "$PYTHON" -m accel.cli.main bench $GPU_BACKENDS --out "$BENCH_DIR" --no-progress --row-budget 120
+[ -s "$BENCH_DIR/bench.md" ] && { printf '\n'; cat "$BENCH_DIR/bench.md"; } >> "$OUT"
 
 {
     echo

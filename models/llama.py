@@ -94,8 +94,10 @@ def mlp_block(params: dict, layer: int, x: Tensor) -> Tensor:
 
 
 def forward(params: dict[str, Tensor], config: LlamaConfig, input_ids: Tensor, positions: Tensor,
-            cache: KVCache | None = None) -> Tensor:
-    """Logits (B, T, V) for token ids (B, T) at integer `positions` (T,).
+            cache: KVCache | None = None, last_only: bool = False) -> Tensor:
+    """Logits (B, T, V) for token ids (B, T) at integer `positions` (T,); (B, 1, V) for the last
+    position only when `last_only` (generation needs no more: the LM head over a 512-token
+    prompt is a fifth of a small model's prefill).
 
     Without a cache the T tokens attend to each other causally by position (training, scoring);
     nothing is modified in place, so autograd can record it. With a cache, their keys/values
@@ -110,9 +112,21 @@ def forward(params: dict[str, Tensor], config: LlamaConfig, input_ids: Tensor, p
         x = ops.add(x, attention_block(params, config, layer, h, cos, sin, positions, cache))
         h = ops.rms_norm(x, params[p + "post_attention_layernorm.weight"], eps)
         x = ops.add(x, mlp_block(params, layer, h))
+    if last_only and x.shape[1] > 1:
+        x = x[:, -1:]
     x = ops.rms_norm(x, params["model.norm.weight"], eps)
     head = params["model.embed_tokens.weight"] if config.tie_word_embeddings else params["lm_head.weight"]
     return ops.linear(x, head)                                               # (B, T, V)
+
+
+def causal_lm_loss(config: LlamaConfig):
+    """loss(params, inputs, targets): mean next-token cross-entropy over (B, T) ids, no cache."""
+
+    def loss(params: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
+        positions = ops.arange(inputs.shape[1], backend=inputs.backend)
+        return ops.cross_entropy(forward(params, config, inputs, positions), targets)
+
+    return loss
 
 
 # --- fresh weights --------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class LlamaModel:
         self.tokenizer = tokenizer
         self.cache: KVCache | None = None
         self.last_generation: GenerationStats | None = None
+        self._step = llama.forward  # or its compiled form, after compile()
 
     @classmethod
     def random(cls, config: LlamaConfig, seed: int = 0, backend=None, dtype=accel.float32, **kw) -> "LlamaModel":
@@ -61,10 +62,26 @@ class LlamaModel:
     def parameters(self) -> dict[str, Tensor]:
         return self.params
 
+    def compile(self, enabled: bool = True) -> "LlamaModel":
+        """Run every forward (prefill and decode steps) as one compiled graph per input shape.
+
+        The static KV cache gives every decode step the same shape, so decoding compiles once;
+        each new prompt length (and batch size) traces once more. `self.compiled.stats` counts
+        the traces. On a backend without a graph compiler the graph interpreter runs the graph.
+        """
+        self._step = accel.compile(llama.forward, backend=self.backend) if enabled else llama.forward
+        return self
+
+    @property
+    def compiled(self):
+        """The compiled forward (an `accel.compile` function), or None when running eagerly."""
+        return None if self._step is llama.forward else self._step
+
     def __repr__(self) -> str:
         c = self.config
+        mode = "compiled" if self.compiled is not None else "eager"
         return (f"<LlamaModel {c.model_type} {c.num_parameters() / 1e6:.2f}M params, {c.num_hidden_layers} layers, "
-                f"{self.dtype.name} on {self.backend.spec}>")
+                f"{self.dtype.name} on {self.backend.spec}, {mode}>")
 
     # --- cache ----------------------------------------------------------------------------
     def setup_cache(self, batch: int, max_seq: int) -> KVCache:
@@ -95,8 +112,9 @@ class LlamaModel:
                              hint="pass a list of ids or a 2-d int tensor")
         return ids
 
-    def forward(self, input_ids, start_pos: int = 0) -> Tensor:
-        """Logits (B, T, V) for ids (B, T) placed at positions start_pos..start_pos+T-1.
+    def forward(self, input_ids, start_pos: int = 0, last_only: bool = False) -> Tensor:
+        """Logits (B, T, V) for ids (B, T) placed at positions start_pos..start_pos+T-1
+        ((B, 1, V), the last position's, when `last_only`).
 
         The KV cache remembers them: call with start_pos=0 for a new prompt, then with
         start_pos=previous length to extend it one or more tokens at a time.
@@ -120,7 +138,7 @@ class LlamaModel:
         # Made on the host, not with arange: an op whose attributes change every step would
         # make a per-op compiling backend (jax) compile again for every position.
         positions = accel.tensor(list(range(start_pos, end)), dtype=accel.int64, backend=self.backend)
-        return llama.forward(self.params, self.config, ids, positions, cache)
+        return self._step(self.params, self.config, ids, positions, cache, last_only)
 
     __call__ = forward
 
@@ -156,7 +174,7 @@ class LlamaModel:
         done = [False] * len(rows)
 
         start = time.perf_counter()
-        logits = self.forward(rows, 0)                                   # (B, T, V)
+        logits = self.forward(rows, 0, last_only=True)                   # (B, 1, V)
         step_ids = sampler(logits[:, -1])                                # (B,)
         prefill_s = time.perf_counter() - start
         start = time.perf_counter()

@@ -57,6 +57,9 @@ def _stats_line(spec: str) -> str:
 
 
 def run(args) -> int:
+    from accel.host_threads import quiet_thread_pools
+
+    quiet_thread_pools()  # several libraries share two cores here: idle threads must sleep
     import accel.models
 
     path = args.model or accel.models.bundled_path()

@@ -18,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="sampling seed: same seed, same text on every backend")
     p.add_argument("--dtype", default=None, help="cast the weights, e.g. bfloat16 (default: as stored)")
+    p.add_argument("--compile", action="store_true",
+                   help="run prefill and decode as compiled graphs (accel.compile; one trace per shape)")
     p.set_defaults(run=run)
 
 
@@ -28,6 +30,8 @@ def run(args) -> int:
                                          backend=args.backend, dtype=args.dtype)
     if model.tokenizer is None:
         raise accel.ModelError(f"{args.model} has no tokenizer.json", hint="accel generate needs text in and out")
+    if args.compile:
+        model.compile()
 
     def show(piece: str) -> None:
         sys.stdout.write(piece)
@@ -41,5 +45,5 @@ def run(args) -> int:
     if s is not None:
         seed = f", seed {s.seed}" if s.seed is not None else ""
         print(f"[{s.new_tokens} tokens, {s.tokens_per_s:.1f} tokens/s (decode {s.decode_tokens_per_s:.1f}/s) "
-              f"on {model.backend.spec}, {model.dtype.name}{seed}]", file=sys.stderr)
+              f"on {model.backend.spec}, {model.dtype.name}{', compiled' if args.compile else ''}{seed}]", file=sys.stderr)
     return 0

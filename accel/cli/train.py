@@ -95,17 +95,6 @@ def _model_config(name: str | None, tokenizer):
     return preset(name, tokenizer.vocab_size, tokenizer.bos_id, eos)
 
 
-def causal_lm_loss(config):
-    from accel.models.llama import forward
-
-    def loss(params, inputs, targets):
-        positions = ops.arange(inputs.shape[1], backend=inputs.backend)
-        logits = forward(params, config, inputs, positions)            # (B, T, V)
-        return ops.cross_entropy(logits, targets)
-
-    return loss
-
-
 def _tokenizer_config(tokenizer) -> str:
     vocab = tokenizer.backend
     name = lambda i: None if i is None else vocab.id_to_token(i)
@@ -173,6 +162,8 @@ def train_from_args(args):
 
     def save(step, p, o, res):
         return save_checkpoint(out, step, p, o, state_of(step, res), files)
+
+    from accel.models.llama import causal_lm_loss
 
     params, opt_state, result = train(causal_lm_loss(config), params, data, cfg, backend,
                                       opt_state=opt_state, start_step=start, result=result, save=save,

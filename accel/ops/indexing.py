@@ -21,7 +21,10 @@ def _check_index(index, what="indices"):
 
 
 def _prepare_axis(args, attrs):
-    return args, {"axis": normalize_axis(attrs["axis"], args[0].ndim)}
+    axis, ndim = attrs["axis"], args[0].ndim
+    if type(axis) is int and -ndim <= axis < ndim:  # copy only to make the axis >= 0
+        return args, (attrs if axis >= 0 else {"axis": axis + ndim})
+    return args, {"axis": normalize_axis(axis, ndim)}
 
 
 def _gather_infer(x, indices, *, axis=0):

@@ -3,6 +3,8 @@ on them (transpose, squeeze, unsqueeze, flatten, split, stack, tensor indexing).
 from __future__ import annotations
 
 import builtins
+import functools
+import math
 
 import numpy as np
 
@@ -11,6 +13,7 @@ from accel.errors import OpError, ShapeError
 from accel import grad_rules
 from accel.op import PRIMITIVE, Op
 from accel.ops._rules import normalize_axis, require_same_dtype, spec
+from accel.spec import describe
 from accel.tensor import Tensor
 
 ANY = dt.ALL_DTYPES
@@ -37,9 +40,19 @@ def resolve_shape(shape, size: int) -> tuple[int, ...]:
     return shape
 
 
+@functools.lru_cache(maxsize=1024)
+def _resolve_for(shape, in_shape) -> tuple[int, ...]:
+    """resolve_shape, remembered per (target, input shape): model code reshapes to the same few
+    shapes every step, and a hit is one hash instead of the checks and the -1 inference."""
+    return resolve_shape(shape, math.prod(int(d) for d in in_shape))
+
+
 def _prepare_reshape(args, attrs):
     x = args[0]
-    return args, {"shape": resolve_shape(attrs["shape"], x.size)}
+    try:
+        return args, {"shape": _resolve_for(attrs["shape"], x.data.shape)}
+    except TypeError:  # an unhashable target (a list): resolve it without the cache
+        return args, {"shape": resolve_shape(attrs["shape"], x.size)}
 
 
 def _reshape_infer(x, *, shape):
@@ -61,8 +74,23 @@ def _normalize_perm(axes, ndim):
     return axes
 
 
+# (axes, ndim) -> (the axes tuple first seen, its checked permutation of exact ints)
+_PERMS: dict[tuple, tuple[tuple, tuple[int, ...]]] = {}
+
+
 def _prepare_permute(args, attrs):
-    return args, {"axes": _normalize_perm(attrs["axes"], args[0].ndim)}
+    axes, ndim = attrs["axes"], args[0].ndim
+    try:
+        seen, known = _PERMS.get((axes, ndim), (None, None))
+    except TypeError:  # a list
+        seen = known = None
+    # 1.0 == 1 as a dict key, so a hit counts only for the very tuple checked before (a
+    # constant in the caller's code) or one of exact ints; else the full check decides.
+    if known is None or (seen is not axes and not all(type(a) is int for a in axes)):
+        known = _normalize_perm(axes, ndim)
+        if type(axes) is tuple and len(_PERMS) < 1024:
+            _PERMS[axes, ndim] = (axes, known)
+    return args, {"axes": known}
 
 
 def _permute_infer(x, *, axes):
@@ -155,8 +183,17 @@ def _slice_infer(x, *, axes, starts, stops, steps=None):
 
 
 def slice_reference(x, *, axes, starts, stops, steps=None):
+    if type(steps) is tuple and axes == tuple(range(x.ndim)) \
+            and len(starts) == len(stops) == len(steps) == x.ndim and _positive_ints(steps):
+        # The prepared form (one range per axis, as eager calls send): for positive steps
+        # Python slicing clamps exactly as slice.indices does, so no per-axis rework.
+        return x[tuple(map(builtins.slice, starts, stops, steps))]
     ranges = _slice_ranges(x.shape, axes, starts, stops, steps)
     return x[tuple(builtins.slice(*r) for r in ranges)]
+
+
+def _positive_ints(values: tuple) -> bool:
+    return all(type(v) is int and v >= 1 for v in values)
 
 
 slice = Op("slice", kind=PRIMITIVE, inputs=("x",),
@@ -224,45 +261,80 @@ def stack(xs, axis: int = 0) -> Tensor:
 
 
 def getitem(x: Tensor, key) -> Tensor:
-    """Basic indexing: ints, slices, None and Ellipsis (tensor indices: use accel.ops.gather)."""
+    """Basic indexing: ints, slices, None and Ellipsis (tensor indices: use accel.ops.gather).
+
+    The index is parsed here into slice's prepared form (one clamped range per axis), so the
+    op calls skip their own preparation (Op.call_prepared).
+    """
+    shape = x.shape
+    if type(key) is builtins.slice and shape:  # x[a:b], the common case, without the loop
+        try:
+            start, stop, step = key.indices(shape[0])
+        except (TypeError, ValueError):  # float bounds, step 0: _basic_index explains
+            step = 0
+        if step >= 1:
+            if start == 0 and stop == shape[0] and step == 1:
+                return x
+            rest = len(shape) - 1
+            return slice.call_prepared((x,), {
+                "axes": tuple(range(rest + 1)), "starts": (start,) + (0,) * rest,
+                "stops": (stop,) + shape[1:], "steps": (step,) + (1,) * rest})
+    try:
+        starts, stops, steps, out_shape = _basic_index(shape, key)
+    except OpError as error:
+        message = error.args[0].split("\n")[0]
+        raise type(error)(f"getitem({describe(x)}, {key!r}) on {x.backend.spec}: {message}",
+                          hint=error.hint) from None
+    out = x
+    if any((s, e, st) != (0, d, 1) for s, e, st, d in zip(starts, stops, steps, shape)):
+        out = slice.call_prepared((x,), {"axes": tuple(range(len(shape))), "starts": starts,
+                                         "stops": stops, "steps": steps})
+    if out_shape != out.shape:
+        out = reshape.call_prepared((out,), {"shape": out_shape})
+    return out
+
+
+def _basic_index(shape: tuple, key) -> tuple[tuple, tuple, tuple, tuple]:
+    """(starts, stops, steps) with one clamped range per axis of `shape`, and the result shape."""
     if not isinstance(key, tuple):
         key = (key,)
     if builtins.sum(k is Ellipsis for k in key) > 1:
         raise OpError("an index can only have one Ellipsis", hint="use at most one ...")
     consumed = builtins.sum(1 for k in key if k is not None and k is not Ellipsis)
-    if consumed > x.ndim:
-        raise OpError(f"too many indices ({consumed}) for a {x.ndim}-d tensor", hint="index fewer axes")
+    ndim = len(shape)
+    if consumed > ndim:
+        raise OpError(f"too many indices ({consumed}) for a {ndim}-d tensor", hint="index fewer axes")
     if Ellipsis in key:
         i = key.index(Ellipsis)
-        key = key[:i] + (builtins.slice(None),) * (x.ndim - consumed) + key[i + 1:]
-    key = key + (builtins.slice(None),) * (x.ndim - consumed)
-    axes, starts, stops, steps, out_shape = [], [], [], [], []
+        key = key[:i] + (builtins.slice(None),) * (ndim - consumed) + key[i + 1:]
+    else:
+        key = key + (builtins.slice(None),) * (ndim - consumed)
+    starts, stops, steps, out_shape = [], [], [], []
     dim = 0
     for k in key:
         if k is None:
             out_shape.append(1)
             continue
-        n = x.shape[dim]
+        n = shape[dim]
         if isinstance(k, (int, np.integer)):
             k = int(k)
             if not -n <= k < n:
                 raise OpError(f"index {k} is out of range for axis {dim} of size {n}",
                               hint=f"use an index in [-{n}, {n - 1}]")
             k = k % n
-            axes.append(dim), starts.append(k), stops.append(k + 1), steps.append(1)
+            starts.append(k), stops.append(k + 1), steps.append(1)
         elif isinstance(k, builtins.slice):
-            start, stop, step = k.indices(n)
+            try:
+                start, stop, step = k.indices(n)
+            except (TypeError, ValueError) as exc:  # float bounds, step 0
+                raise OpError(f"bad slice {k!r} for axis {dim}: {exc}",
+                              hint="use integer start/stop and a positive integer step") from None
             if step < 1:
                 raise OpError("negative slice steps are not supported", hint="use a positive step")
-            axes.append(dim), starts.append(start), stops.append(stop), steps.append(step)
+            starts.append(start), stops.append(stop), steps.append(step)
             out_shape.append(len(range(start, stop, step)))
         else:
             raise OpError(f"unsupported index {k!r} of type {type(k).__name__}",
                           hint="use ints, slices, None or ...; for tensor indices use accel.ops.gather")
         dim += 1
-    out = x
-    if any((s, e, st) != (0, x.shape[a], 1) for a, s, e, st in zip(axes, starts, stops, steps)):
-        out = slice(x, tuple(axes), tuple(starts), tuple(stops), tuple(steps))
-    if tuple(out_shape) != out.shape:
-        out = reshape(out, tuple(out_shape))
-    return out
+    return tuple(starts), tuple(stops), tuple(steps), tuple(out_shape)

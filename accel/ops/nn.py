@@ -51,7 +51,10 @@ def _axis_same_as_input(x, *, axis=-1):
 
 def _prepare_axis(args, attrs):
     args, attrs = prepare_float_unary(args, attrs)
-    return args, {**attrs, "axis": normalize_axis(attrs["axis"], args[0].ndim)}
+    axis, ndim = attrs["axis"], args[0].ndim
+    if type(axis) is int and -ndim <= axis < ndim:  # copy only to make the axis >= 0
+        return args, (attrs if axis >= 0 else {**attrs, "axis": axis + ndim})
+    return args, {**attrs, "axis": normalize_axis(axis, ndim)}
 
 
 # --- softmax family -------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from accel.ops._rules import normalize_axes, normalize_axis, spec
 
 def _prepare_axis(args, attrs):
     x = args[0]
+    axis, ndim = attrs["axis"], x.ndim
+    if type(axis) is int and -ndim <= axis < ndim:  # one int axis: copy only to make it >= 0
+        return args, (attrs if axis >= 0 else {**attrs, "axis": axis + ndim})
     attrs = dict(attrs)
-    axis = attrs["axis"]
     if axis is not None:
         axes = normalize_axes(axis, x.ndim)
         attrs["axis"] = axes[0] if isinstance(axis, int) else axes

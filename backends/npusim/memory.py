@@ -8,6 +8,7 @@ array it looks into alive.
 """
 from __future__ import annotations
 
+import operator
 import weakref
 
 import numpy as np
@@ -55,6 +56,11 @@ class DeviceMemory:
         self.in_use -= nbytes
 
 
+def _array_fact(name: str) -> property:
+    """A read-only property forwarding to the same attribute of the numpy array `self.array`."""
+    return property(operator.attrgetter(f"array.{name}"), doc=f"The numpy array's `{name}`.")
+
+
 class DeviceArray:
     """A tensor's storage on the simulated device (numpy underneath, accounted in DeviceMemory)."""
 
@@ -69,26 +75,12 @@ class DeviceArray:
             memory.reserve(nbytes, what)
             weakref.finalize(self, memory.release, nbytes)
 
-    # the facts accel.Tensor reads from a native array
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.array.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.array.dtype
-
-    @property
-    def ndim(self) -> int:
-        return self.array.ndim
-
-    @property
-    def size(self) -> int:
-        return self.array.size
-
-    @property
-    def nbytes(self) -> int:
-        return self.array.nbytes
+    # the facts accel.Tensor reads from a native array, read from the numpy array underneath
+    shape = _array_fact("shape")
+    dtype = _array_fact("dtype")
+    ndim = _array_fact("ndim")
+    size = _array_fact("size")
+    nbytes = _array_fact("nbytes")
 
     @property
     def is_view(self) -> bool:

@@ -76,3 +76,19 @@ def test_compiled_low_precision_decode_matches_eager(backend, dtype):
     assert tokens == eager_tokens
     for got, want in zip(logits, eager_logits):
         np.testing.assert_allclose(got, want, rtol=1e-2, atol=5e-3)
+
+
+def test_compiled_generate_equals_eager_generate(backend):
+    """LlamaModel.compile(): same greedy tokens and logits as eager; decode traces once per batch size."""
+    eager = LlamaModel.random(CONFIG, seed=3, backend=backend)
+    compiled = LlamaModel.random(CONFIG, seed=3, backend=backend).compile()
+    assert eager.compiled is None and compiled.compiled is not None
+    for prompt, next_ids in ((PROMPT, [7]), ([PROMPT, PROMPT[::-1]], [[7], [8]])):
+        want = eager.generate(prompt, 5, stop_at_eos=False)
+        assert compiled.generate(prompt, 5, stop_at_eos=False) == want
+        # the caches hold the same sequence: one more step gives the same logits
+        np.testing.assert_allclose(host(compiled.forward(next_ids, len(PROMPT) + 4)),
+                                   host(eager.forward(next_ids, len(PROMPT) + 4)), rtol=1e-4, atol=1e-5)
+    # per batch size: one prefill shape and one decode shape, whatever the number of steps
+    assert compiled.compiled.stats.traces == 4
+    assert "compiled" in repr(compiled) and "eager" in repr(compiled.compile(False))
