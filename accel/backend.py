@@ -6,6 +6,7 @@ per op, the dtypes it declares (ggml's `supports_op`): capabilities are data, ne
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -116,6 +117,11 @@ class Backend:
     def device_facts(self) -> dict[str, Any]:
         """Device count, name, memory, collective backend ... (DeepSpeed accelerator style)."""
         return {}
+
+    def inference(self):
+        """A context for inference-only work (generation): the library may skip gradient
+        bookkeeping inside it (torch.inference_mode). Default: nothing to switch."""
+        return contextlib.nullcontext()
 
     def runs_on_host(self) -> bool:
         """True when the arrays live in host memory and the host CPU computes them (numpy,

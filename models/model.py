@@ -164,15 +164,20 @@ class LlamaModel:
         if max_new_tokens < 0:
             raise ModelError(f"max_new_tokens must be >= 0, got {max_new_tokens}", hint="ask for 0 or more tokens")
         sampler = Sampler(temperature, top_k, top_p, seed)
-        t = len(rows[0])
-        self.config.check_sequence(t + max_new_tokens)
+        self.config.check_sequence(len(rows[0]) + max_new_tokens)
         if max_new_tokens == 0:
             return [] if single else [[] for _ in rows]
-        self.setup_cache(len(rows), t + max_new_tokens)
+        self.setup_cache(len(rows), len(rows[0]) + max_new_tokens)
+        with self.backend.inference():  # e.g. torch.inference_mode: no autograd bookkeeping
+            return self._generate(rows, single, max_new_tokens, sampler, stream, stop_at_eos)
+
+    def _generate(self, rows: list[list[int]], single: bool, max_new_tokens: int, sampler: Sampler,
+                  stream: Callable | None, stop_at_eos: bool):
+        """Prefill, then one decode step per new token, timed into `last_generation`."""
+        t = len(rows[0])
         eos = self.eos_ids() if stop_at_eos else set()
         out: list[list[int]] = [[] for _ in rows]
         done = [False] * len(rows)
-
         start = time.perf_counter()
         logits = self.forward(rows, 0, last_only=True)                   # (B, 1, V)
         step_ids = sampler(logits[:, -1])                                # (B,)
