@@ -27,6 +27,7 @@ def machine_facts() -> dict:
     facts = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": host_info.cpu_name(),
+        "cpu_features": host_info.cpu_features(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gib": round(host_info.memory_bytes() / 2**30, 1) if host_info.memory_bytes() else None,

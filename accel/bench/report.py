@@ -29,7 +29,8 @@ def _fmt(value, digits: int = 1) -> str:
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = ["# accel bench", "",
-             f"{m['date']} · {m['cpu']} · {m['cpus_usable']} usable CPUs · {m['memory_gib']} GiB · "
+             f"{m['date']} · {m['cpu']}{' (' + ' '.join(m['cpu_features']) + ')' if m.get('cpu_features') else ''} · "
+             f"{m['cpus_usable']} usable CPUs · {m['memory_gib']} GiB · "
              f"Python {m['python']} · load {_fmt(m.get('load_average_at_start'), 2)} at start"
              f"{' · quick run' if results['settings']['quick'] else ''}", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ". Threads: "
