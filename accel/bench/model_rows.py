@@ -181,6 +181,8 @@ def summarise(row: Row, settings, config, roofline: dict | None, hf: Row | None 
                 entry.update(_roofline_share(label, entry["tokens_per_s"], config, settings, row.dtype, roofline))
         results[label] = entry
     out["results"] = results
+    if results and not row.skipped and all("tokens_per_s" not in e for e in results.values()):
+        out["skipped"] = next(e["skipped"] for e in results.values() if e.get("skipped"))  # the first cause
     return out
 
 

@@ -54,11 +54,12 @@ def _roofline(r: dict) -> list[str]:
     dtypes = sorted({k.split("matmul_gflops_")[1] for fig in r["devices"].values() for k in fig
                      if k.startswith("matmul_gflops_")}, key=lambda d: d != "float32")
     lines = ["## Roofline (measured)", "",
-             "| device | bandwidth GB/s | via | " + " | ".join(f"{d} matmul GFLOP/s | via" for d in dtypes) + " |",
+             "| device | bandwidth GB/s | via |" + "".join(f" {d} matmul GFLOP/s | via |" for d in dtypes),
              "|---|---:|---|" + "---:|---|" * len(dtypes)]
     for key, fig in r["devices"].items():
         cells = [f"{_fmt(fig.get(f'matmul_gflops_{d}'))} | {fig.get(f'matmul_{d}_from', '')}" for d in dtypes]
-        lines.append(f"| {key} | {_fmt(fig['bandwidth_gbs'])} | {fig.get('bandwidth_from', '')} | " + " | ".join(cells) + " |")
+        lines.append(f"| {key} | {_fmt(fig['bandwidth_gbs'])} | {fig.get('bandwidth_from', '')} |"
+                     + "".join(f" {c} |" for c in cells))
     per_backend = r.get("start", r)["per_backend"]
     lines += ["", "Per backend (y = x·1 stream over a fresh output; n×n matmul): " + "; ".join(
         f"{spec} {_fmt(f.get('bandwidth_gbs'))} GB/s, " + ", ".join(
@@ -86,8 +87,9 @@ def _model(model: dict, settings: dict) -> list[str]:
              f"{settings['decode_prompt']}-token prompt.", "",
              "| row | runner | " + " | ".join(labels) + " | tokens = HF | not native |",
              "|---|---|" + "---:|" * len(labels) + "---:|---|"]
+    notes: list[str] = []
     for r in model["rows"]:
-        if "skipped" in r and not r["results"]:
+        if "skipped" in r:
             lines.append(f"| {r['name']} | {r.get('runner', '')} | " + " | ".join("–" for _ in labels)
                          + f" | | skipped: {r['skipped']} |")
             continue
@@ -95,7 +97,9 @@ def _model(model: dict, settings: dict) -> list[str]:
         for label in labels:
             e = r["results"].get(label, {})
             if "tokens_per_s" not in e:
-                cells.append(f"skipped ({e.get('skipped', '?')})" if e.get("skipped") else "–")
+                cells.append("skipped¹" if e.get("skipped") else "–")
+                if e.get("skipped"):
+                    notes.append(f"¹ {r['name']} {label}: {e['skipped']}")
                 continue
             ratio = f" ({e['ratio_to_hf']:.2f}×)" if "ratio_to_hf" in e else ""
             pct = e.get("pct_of_flop_bound", e.get("pct_of_bandwidth_bound"))
@@ -105,7 +109,7 @@ def _model(model: dict, settings: dict) -> list[str]:
         same = r.get("same_tokens_as_hf")
         same = "" if same is None else f"{100 * same:.0f}%"
         lines.append(f"| {r['name']} | {r['runner']} | " + " | ".join(cells) + f" | {same} | {counts} |")
-    return lines + [""]
+    return lines + [""] + [n + "  " for n in notes] + ([""] if notes else [])
 
 
 def _train(train: dict) -> list[str]:
