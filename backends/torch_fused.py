@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from accel import ops
 from accel.backends.torch_dtypes import F8, F32, LOW, rounded, up
+from accel.backends.torch_attention import attention
 from accel.backends.torch_primitives import gather
 
 
@@ -116,58 +117,6 @@ def cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean"):
     if reduction == "none":
         out = out.reshape(targets.shape)
     return rounded(out, logits.dtype)
-
-
-def attention(q, k, v, mask=None, *, causal=False, scale=None):
-    b, hq, t, _ = q.shape
-    hk, s = k.shape[1], k.shape[2]
-    dtype = q.dtype
-    if q.numel() == 0 or s == 0:  # nothing to attend to: the declaration says zeros
-        return torch.zeros((b, hq, t, v.shape[3]), dtype=dtype, device=q.device)
-    if dtype in F8 or (dtype in LOW and q.device.type == "cpu"):
-        # float32 inside, one rounding (the declaration). torch's CPU half-precision SDPA keeps
-        # the probabilities in half precision (2 ulp off); on accelerators the flash/efficient
-        # kernels do the same but are the point of fusing, and the accumulating thresholds hold.
-        q, k, v = q.to(F32), k.to(F32), v.to(F32)
-    allowed = mask
-    if allowed is not None and allowed.ndim < 4:
-        allowed = allowed.reshape((1,) * (4 - allowed.ndim) + tuple(allowed.shape))
-    if causal and allowed is not None:  # SDPA takes a mask or is_causal, not both
-        tri = torch.ones((t, s), dtype=torch.bool, device=q.device).tril()
-        allowed = allowed & tri
-    if hq != hk:
-        if _HAS_ENABLE_GQA:
-            extra = {"enable_gqa": True}
-        else:  # pragma: no cover - torch < 2.5
-            k = k.repeat_interleave(hq // hk, dim=1)
-            v = v.repeat_interleave(hq // hk, dim=1)
-            extra = {}
-    else:
-        extra = {}
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
-                                         is_causal=bool(causal and allowed is None),
-                                         scale=scale, **extra)
-    if allowed is not None:
-        # A fully masked row outputs zeros (the declaration); some SDPA kernels give NaN there.
-        out = torch.where(allowed.any(-1, keepdim=True), out, 0.0)
-    return out if out.dtype == dtype else rounded(out, dtype)
-
-
-def _has_enable_gqa() -> bool:
-    import inspect
-
-    try:
-        return "enable_gqa" in inspect.signature(F.scaled_dot_product_attention).parameters
-    except (TypeError, ValueError):  # builtins without a signature: try a tiny call instead
-        try:
-            z = torch.zeros(1, 2, 1, 1)
-            F.scaled_dot_product_attention(z, z[:, :1], z[:, :1], enable_gqa=True)
-            return True
-        except TypeError:
-            return False
-
-
-_HAS_ENABLE_GQA = _has_enable_gqa()
 
 
 FUSED_KERNELS = {

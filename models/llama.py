@@ -62,8 +62,15 @@ def _proj(params: dict, name: str, x: Tensor) -> Tensor:
     return ops.linear(x, params[name + ".weight"], params.get(name + ".bias"))
 
 
+def attention_mask(positions: Tensor, cache: KVCache | None) -> Tensor:
+    """(T, S) bool: query i sees key j when pos_j <= pos_i. Built from the positions tensor (not
+    from T and S), so a decode step has the same shapes at every position; once per forward."""
+    key_positions = positions if cache is None else cache.positions   # (S,)
+    return ops.ge(ops.unsqueeze(positions, -1), ops.unsqueeze(key_positions, 0))
+
+
 def attention_block(params: dict, config: LlamaConfig, layer: int, x: Tensor, cos: Tensor,
-                    sin: Tensor, positions: Tensor, cache: KVCache | None) -> Tensor:
+                    sin: Tensor, positions: Tensor, cache: KVCache | None, mask: Tensor) -> Tensor:
     b, t, _ = x.shape
     p = f"model.layers.{layer}.self_attn."
     h, hkv, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
@@ -74,14 +81,8 @@ def attention_block(params: dict, config: LlamaConfig, layer: int, x: Tensor, co
     k = ops.permute(k, (0, 2, 1, 3))                                  # (B, Hkv, T, D)
     v = ops.permute(v, (0, 2, 1, 3))
     q, k = ops.rope(q, cos, sin), ops.rope(k, cos, sin)
-    if cache is None:
-        key_positions = positions                                     # (S=T,)
-    else:
+    if cache is not None:
         k, v = cache.update(layer, positions, k, v)                   # (B, Hkv, S=max_seq, D)
-        key_positions = cache.positions
-    # query i sees key j when pos_j <= pos_i; one explicit bool mask (T, S) built from the
-    # positions tensor, so a decode step has the same shapes at every position.
-    mask = ops.ge(ops.unsqueeze(positions, -1), ops.unsqueeze(key_positions, 0))
     out = ops.attention(q, k, v, mask)                                # (B, H, T, D)
     out = ops.reshape(ops.permute(out, (0, 2, 1, 3)), (b, t, h * d))  # (B, T, H*D)
     return _proj(params, p + "o_proj", out)                           # (B, T, C)
@@ -106,10 +107,11 @@ def forward(params: dict[str, Tensor], config: LlamaConfig, input_ids: Tensor, p
     eps = config.rms_norm_eps
     x = ops.embedding(params["model.embed_tokens.weight"], input_ids)        # (B, T, C)
     cos, sin = rope_tables(config, positions, x.dtype)                       # (T, D)
+    mask = attention_mask(positions, cache)                                  # (T, S)
     for layer in range(config.num_hidden_layers):
         p = f"model.layers.{layer}."
         h = ops.rms_norm(x, params[p + "input_layernorm.weight"], eps)
-        x = ops.add(x, attention_block(params, config, layer, h, cos, sin, positions, cache))
+        x = ops.add(x, attention_block(params, config, layer, h, cos, sin, positions, cache, mask))
         h = ops.rms_norm(x, params[p + "post_attention_layernorm.weight"], eps)
         x = ops.add(x, mlp_block(params, layer, h))
     if last_only and x.shape[1] > 1:
