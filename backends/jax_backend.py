@@ -1,10 +1,11 @@
 """The JAX backend: `jax`, `jax:cpu`, `jax:gpu`, `jax:tpu` as jax reports devices.
 
-Eager ops call jax.numpy / lax kernels (`jax_kernels.py`) on arrays committed to the chosen
-device; `compile(graph)` returns one `jax.jit` of a function that walks the graph with the same
-kernels (static shapes, so XLA sees one fused program), donating the buffers of inputs the graph
-updates in place (the KV cache) so XLA can write them without a copy. Importing the backend
-enables jax's x64 mode: accel has float64 and int64, which jax only provides with it.
+Eager ops call jax.numpy / lax kernels (`jax_kernels.py`, each one `jax.jit`ted so that a call
+takes jax's C++ dispatch path) on arrays committed to the chosen device; `compile(graph)` returns
+one `jax.jit` of a function that walks the graph with the same kernels (static shapes, so XLA
+sees one fused program), donating the buffers of inputs the graph updates in place (the KV cache)
+so XLA can write them without a copy. Importing the backend enables jax's x64 mode: accel has
+float64 and int64, which jax only provides with it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import os
 import numpy as np
 
 from accel.backend import Backend, Probe, ScalarCache
-from accel.dtypes import from_numpy_dtype
+from accel.dtypes import ALL_DTYPES, from_numpy_dtype
 from accel.errors import BackendError
 
 try:
@@ -25,6 +26,7 @@ except Exception as exc:  # pragma: no cover - reported by probe(), never raised
     jax = None
     _IMPORT_ERROR = exc
 
+_DTYPES = {d.numpy: d for d in ALL_DTYPES}
 _PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 
 
@@ -38,7 +40,7 @@ def _devices(platform: str) -> list:
 class JaxBackend(Backend):
     name = "jax"
     priority = 20
-    kernels = jax_kernels.KERNELS if jax is not None else {}
+    kernels = jax_kernels.EAGER_KERNELS if jax is not None else {}
 
     def __init__(self, device: str | None = None):
         super().__init__(device)
@@ -83,7 +85,10 @@ class JaxBackend(Backend):
         return np.asarray(native)
 
     def dtype_of(self, native):
-        return from_numpy_dtype(np.dtype(native.dtype))
+        # Read on most op calls (promotion, guards): a jax array's dtype is a numpy dtype, so one
+        # dict lookup; np.dtype() and the checked lookup only for anything else.
+        found = _DTYPES.get(native.dtype)
+        return found if found is not None else from_numpy_dtype(np.dtype(native.dtype))
 
     def _make_scalar(self, value, dtype):
         return jax.device_put(np.asarray(value, dtype=dtype.numpy), self.jax_device)

@@ -2,12 +2,15 @@
 
 Low-precision floats (float16, bfloat16, float8) compute in float32 and round once, as the
 reference does; matmul runs at the precision set by `set_matmul_precision` ("highest" by default,
-as CONFORMANCE.md pins). The same kernels serve eager calls and the body of a `jax.jit`ted graph;
-only gather differs: eagerly the indices are checked on the host (jax itself would clamp silently),
-under jit an out-of-range index cannot raise and yields the fill value instead (documented in
+as CONFORMANCE.md pins). `KERNELS` is the body of a `jax.jit`ted graph; `EAGER_KERNELS` are the
+same kernels, each wrapped in its own `jax.jit` for eager calls (see there why). Only gather
+differs: eagerly the indices are checked on the host (jax itself would clamp silently), under jit
+an out-of-range index cannot raise and yields the fill value instead (documented in
 docs/compile.md).
 """
 from __future__ import annotations
+
+import inspect
 
 import jax
 
@@ -76,10 +79,13 @@ def _arange(*, start, stop, step, dtype):
 
 
 def _matmul(a, b):
+    return _matmul_at(a, b, precision=settings.precision)
+
+
+def _matmul_at(a, b, *, precision):
     if a.dtype in _LOW:
-        out = jnp.matmul(a.astype(_F32), b.astype(_F32), precision=settings.precision)
-        return out.astype(a.dtype)
-    return jnp.matmul(a, b, precision=settings.precision)
+        return jnp.matmul(a.astype(_F32), b.astype(_F32), precision=precision).astype(a.dtype)
+    return jnp.matmul(a, b, precision=precision)
 
 
 def _sum(x, *, axis=None, keepdims=False):
@@ -105,6 +111,12 @@ def _gather_checked(x, indices, *, axis=0):
     if host.size and (host.min() < -n or host.max() >= n):
         bad = host[(host < -n) | (host >= n)].flat[0]
         raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {n}")
+    return _take_checked(x, indices, axis=axis)
+
+
+def _gather_in_bounds(x, indices, *, axis=0):
+    """Indices already checked on the host: mode='clip' changes none of them."""
+    n = x.shape[axis]
     return jnp.take(x, _wrap(indices, n), axis=axis, mode="clip" if n else "fill")
 
 
@@ -167,3 +179,40 @@ KERNELS = {
 
 # Inside jax.jit values are abstract: no host check is possible.
 TRACED_OVERRIDES = {ops.gather: _gather_traced}
+
+
+# --- eager: one jax.jit per kernel ----------------------------------------------------------
+# A jitted function is dispatched by jax's C++ fast path (~5 us per call on a CPU); a jnp/lax call
+# made outside jit goes through Python each time (jnp.reshape ~25 us, jnp.concatenate ~50 us),
+# and a kernel made of several jax calls (widen/compute/round for float16 and below, cast's steps,
+# gather's index wrap) pays that once per call inside it. Attributes are static arguments: jit
+# compiles once per (input shapes and dtypes, attrs), as jnp's own jitted functions (jnp.exp,
+# jnp.sum, ...) already do when called eagerly; the op's `prepare` makes every attr hashable.
+def _static_names(op, kernel) -> tuple[str, ...]:
+    try:
+        params = inspect.signature(kernel).parameters
+    except (TypeError, ValueError):  # a builtin without a signature takes no attrs
+        return ()
+    return tuple(name for name in op.attrs if name in params)
+
+
+def _jit(op, kernel):
+    return jax.jit(kernel, static_argnames=_static_names(op, kernel))
+
+
+_matmul_jitted = jax.jit(_matmul_at, static_argnames="precision")
+_take_checked = jax.jit(_gather_in_bounds, static_argnames="axis")
+
+
+def _matmul_eager(a, b):
+    # The precision is an argument, not read inside the trace: set_matmul_precision applies to
+    # the next eager call rather than to whatever jit cached first.
+    return _matmul_jitted(a, b, precision=settings.precision)
+
+
+_EAGER_AS_IS = {
+    ops.full: _full, ops.arange: _arange,  # creation: no array input; a NaN fill never hits a cache
+    ops.gather: _gather_checked,           # the host check runs first, then _take_checked (jitted)
+    ops.matmul: _matmul_eager,
+}
+EAGER_KERNELS = {op: _EAGER_AS_IS.get(op) or _jit(op, kernel) for op, kernel in KERNELS.items()}
