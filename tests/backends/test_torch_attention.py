@@ -18,12 +18,6 @@ from accel.conformance.tolerances import tolerance_for  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tb(request):
-    chosen = request.config.getoption("--backend") or []
-    if chosen and not any(n.split(":")[0] == "torch" for n in chosen):
-        pytest.skip("no torch backend among --backend")
-    return accel.get_backend("torch:cpu")
 
 
 def cache_mask(t: int, s: int, start: int) -> np.ndarray:

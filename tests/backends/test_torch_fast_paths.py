@@ -16,12 +16,6 @@ from accel import ops  # noqa: E402
 from accel.backends import torch_fused  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tb(request):
-    chosen = request.config.getoption("--backend") or []
-    if chosen and not any(n.split(":")[0] == "torch" for n in chosen):
-        pytest.skip("no torch backend among --backend")
-    return accel.get_backend("torch:cpu")
 
 
 def hf_rope(x, cos, sin):
