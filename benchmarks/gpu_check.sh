@@ -4,9 +4,9 @@
 #   2. the conformance suite on torch:cuda (CI subset, every dtype) with its JSON report
 #   3. the torch backend tests (CUDA-marked ones included) and the Hugging Face parity tests
 #   4. the model benchmark: greedy generation on torch:cuda (float32, bfloat16) against numpy
-#   5. dispatch overhead per op on torch:cuda
-#   6. `accel bench` on every GPU backend installed (torch:cuda, jax:gpu, onnxruntime:cuda) against
-#      Hugging Face on CUDA; its bench.md is appended and its files kept beside RESULTS_FILE
+#   5. `accel bench` on every GPU backend installed (torch:cuda, jax:gpu, onnxruntime:cuda) against
+#      Hugging Face on CUDA, dispatch overhead per op included; its bench.md is appended and its
+#      files kept beside RESULTS_FILE
 #
 #   bash benchmarks/gpu_check.sh [RESULTS_FILE]      (default: benchmarks/results/gpu_check-<host>-<time>.md)
 #
@@ -97,10 +97,6 @@ step "model benchmark: greedy generation" 90 bash -c "
     else
         echo 'greedy text DIFFERS between $DEVICE float32 and numpy:'; diff '$WORK/gen-numpy.txt' '$WORK/gen-cuda-float32.txt'; exit 1
     fi"
-
-step "dispatch overhead ($DEVICE)" 60 \
-    "$PYTHON" benchmarks/dispatch_overhead.py --backend "$DEVICE" --repeats 7 --calls 1000 \
-    --out "$WORK/dispatch_overhead.json"
 
 GPU_BACKENDS=$("$PYTHON" - "$DEVICE" <<'EOF'
 import sys

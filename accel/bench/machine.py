@@ -117,7 +117,7 @@ def combine(per_backend: dict[str, dict], backends, host: dict | None) -> dict[s
         for k, v in figures.items():
             if (k == "bandwidth_gbs" or k.startswith("matmul_gflops")) and v > best.get(k, 0.0):
                 best[k] = v
-                best[k.replace("_gbs", "").replace("_gflops", "") + "_from"] = b.spec
+                best[_source_key(k)] = b.spec
     return out
 
 
@@ -130,7 +130,13 @@ def merge_best(first: dict[str, dict], second: dict[str, dict]) -> dict[str, dic
         for k, v in figures.items():
             if isinstance(v, float) and v > best.get(k, 0.0):
                 best[k] = v
-                source = k.replace("_gbs", "").replace("_gflops", "") + "_from"
+                source = _source_key(k)
                 if source in figures:
                     best[source] = figures[source]
     return out
+
+
+def _source_key(figure: str) -> str:
+    """Where a figure's best value came from: bandwidth_gbs -> bandwidth_from,
+    matmul_gflops_bfloat16 -> matmul_bfloat16_from."""
+    return figure.replace("_gbs", "").replace("_gflops", "") + "_from"

@@ -10,7 +10,6 @@ Measurements per row, cheapest first (a row whose warm-up overruns its budget st
 """
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,10 +19,6 @@ from accel import dispatch, ops
 from accel.backend import Backend
 from accel.bench import hf_reference
 from accel.bench.timing import Case
-
-
-class BudgetExceeded(Exception):
-    pass
 
 
 @dataclass
@@ -88,7 +83,7 @@ def accel_row(config, host: dict, backend, dtype: str, mode: str, settings, ids:
             s = model.last_generation
             return s.prefill_s if prefill else s.decode_s
 
-        row.cases[label] = Case(f"{group}/{label}", _with_budget(run, settings.row_budget_s), group, settings.row_budget_s)
+        row.cases[label] = Case(f"{group}/{label}", run, group, settings.row_budget_s)
         row.tokens[label] = batch * t if label.startswith("prefill") else batch * (new - 1)
     return row
 
@@ -107,7 +102,7 @@ def hf_row(config, host: dict, dtype: str, settings, ids: dict, device: str = "c
             prefill_s, decode_s, row.tokens_out[label] = model.generate(prompt, new)
             return prefill_s if label.startswith("prefill") else decode_s
 
-        row.cases[label] = Case(f"{group}/{label}", _with_budget(run, settings.row_budget_s), group, settings.row_budget_s)
+        row.cases[label] = Case(f"{group}/{label}", run, group, settings.row_budget_s)
         row.tokens[label] = batch * t if label.startswith("prefill") else batch * (new - 1)
     return row
 
@@ -137,29 +132,6 @@ def _add_counts(total: dict, before: dict, after: dict) -> None:
             if n:
                 key = f"{op}:{kind}"
                 total[key] = max(total.get(key, 0), n)
-
-
-def _with_budget(run, budget_s: float):
-    """Interrupt a call that runs past the budget (between ops: a single native call finishes first)."""
-    if not np.isfinite(budget_s) or not hasattr(signal, "setitimer"):
-        return run
-
-    def alarm(signum, frame):
-        raise BudgetExceeded()
-
-    def guarded() -> float:
-        old = signal.signal(signal.SIGALRM, alarm)
-        signal.setitimer(signal.ITIMER_REAL, budget_s)
-        try:
-            return run()
-        except BudgetExceeded:
-            raise accel.AccelError(f"over the budget of {budget_s:.0f} s for one call",
-                                   hint="raise --row-budget or use a smaller model") from None
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
-
-    return guarded
 
 
 def summarise(row: Row, settings, config, roofline: dict | None, hf: Row | None = None) -> dict:

@@ -8,6 +8,7 @@ takes longer than its group's budget is skipped with the reason, and so is the r
 """
 from __future__ import annotations
 
+import signal
 import statistics
 import sys
 import time
@@ -56,7 +57,7 @@ def interleave(cases: list[Case], repeats: int, label: str = "bench", progress: 
         for case in cases:
             if not case.skipped:
                 try:
-                    case.samples.append(case.run())
+                    case.samples.append(_within_budget(case))
                 except AccelError as error:  # an error on a later call is reported, not hidden
                     case.skipped = f"failed: {str(error).splitlines()[0]}"
                     case.samples.clear()
@@ -69,7 +70,7 @@ def interleave(cases: list[Case], repeats: int, label: str = "bench", progress: 
 def _warm_up(case: Case) -> None:
     start = time.perf_counter()
     try:
-        case.run()
+        _within_budget(case)
     except AccelError as error:
         case.skipped = f"failed: {str(error).splitlines()[0]}"
         return
@@ -79,6 +80,30 @@ def _warm_up(case: Case) -> None:
     case.warmup_s = time.perf_counter() - start
     if case.warmup_s > case.budget_s:
         case.skipped = f"too slow: one warm-up took {case.warmup_s:.1f} s (budget {case.budget_s:.0f} s)"
+
+
+class _BudgetExceeded(Exception):
+    pass
+
+
+def _within_budget(case: Case) -> float:
+    """case.run(), interrupted (between ops: a native call finishes first) past the case's budget."""
+    if case.budget_s == float("inf") or not hasattr(signal, "setitimer"):
+        return case.run()
+
+    def alarm(signum, frame):
+        raise _BudgetExceeded()
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, case.budget_s)
+    try:
+        return case.run()
+    except _BudgetExceeded:
+        raise AccelError(f"over the budget of {case.budget_s:g} s for one call",
+                         hint="raise --row-budget or use a smaller model") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def _bar(total: int, label: str):

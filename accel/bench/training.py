@@ -15,7 +15,7 @@ import numpy as np
 import accel
 from accel.bench import hf_reference
 from accel.bench.machine import wait
-from accel.bench.model_rows import _with_budget, has_graph_compiler, host_params
+from accel.bench.model_rows import has_graph_compiler, host_params
 from accel.bench.timing import Case
 from accel.optim import AdamW
 
@@ -45,7 +45,7 @@ def accel_train_case(config, host, backend, mode: str, settings, x_host, y_host)
         return time.perf_counter() - start
 
     key = f"train/{backend.spec}/{mode}"
-    return Case(key, _with_budget(step, settings.row_budget_s), key, settings.row_budget_s)
+    return Case(key, step, key, settings.row_budget_s)
 
 
 def torch_train_case(config, host, settings, x_host, y_host) -> Case | str:
@@ -69,7 +69,7 @@ def torch_train_case(config, host, settings, x_host, y_host) -> Case | str:
         loss.item()
         return time.perf_counter() - start
 
-    return Case("train/HF transformers (torch autograd)", _with_budget(step, settings.row_budget_s),
+    return Case("train/HF transformers (torch autograd)", step,
                 "train/hf", settings.row_budget_s)
 
 

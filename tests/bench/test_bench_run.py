@@ -79,3 +79,19 @@ def test_bench_rejects_bad_arguments(tmp_path, capsys):
     assert "--repeats must be >= 1" in capsys.readouterr().err
     assert main(["bench", "--quick", "--backend", "nosuch", "--out", str(tmp_path)]) == 1
     assert "unknown backend 'nosuch'" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--decode-tokens", "1", "--out", str(tmp_path)]) == 1
+    assert "--decode-tokens must be >= 2" in capsys.readouterr().err
+
+
+def test_a_case_past_its_budget_is_interrupted_and_skipped():
+    import time
+
+    def slow():
+        for _ in range(200):  # Python between sleeps, so the alarm lands
+            time.sleep(0.01)
+        return 1.0
+
+    cases = [timing.Case("slow", slow, "g", budget_s=0.2), timing.Case("next", lambda: 1.0, "g", budget_s=0.2)]
+    timing.interleave(cases, 1, progress=False)
+    assert cases[0].skipped == "failed: over the budget of 0.2 s for one call"
+    assert "over the budget" in cases[1].skipped and not cases[1].samples
