@@ -7,24 +7,24 @@ from __future__ import annotations
 
 import numpy as _np
 
-from accel.dtypes import (
+from accel.core.dtypes import (
     ALL_DTYPES, DType, as_dtype, bfloat16, bool_, float8_e4m3fn, float8_e5m2, float16, float32,
     float64, int8, int32, int64, promote,
 )
-from accel.errors import (
+from accel.core.errors import (
     AccelError, BackendError, DeviceError, DTypeError, ModelError, OpError, OutOfMemoryError,
     ShapeError, UnsupportedError,
 )
-from accel.backend import Backend, Capabilities, Probe
-from accel.tensor import Tensor
+from accel.core.backend import Backend, Capabilities, Probe
+from accel.core.tensor import Tensor
 from accel import ops
-from accel.dispatch import AccelWarning, set_checked, set_strict, stats as _stats
-from accel.autograd import grad, stop_gradient, value_and_grad
-from accel.registry import (
+from accel.core.dispatch import AccelWarning, set_checked, set_strict, stats as _stats
+from accel.autodiff.autograd import grad, stop_gradient, value_and_grad
+from accel.core.registry import (
     available_backends, current_backend, get_backend, reference_backend, register_backend, use,
 )
-from accel.compile import compile  # noqa: A001  (the function shadows the module name on purpose)
-from accel.dlpack import from_dlpack
+from accel.graph.compile import compile  # noqa: A001  (the function shadows the module name on purpose)
+from accel.core.dlpack import from_dlpack
 
 __version__ = "0.1.0"
 
@@ -69,7 +69,7 @@ def asnumpy(t) -> _np.ndarray:
 
 
 def backend_class_is_cpu_only(name: str) -> bool:
-    from accel.registry import backend_class
+    from accel.core.registry import backend_class
 
     return backend_class(name).cpu_only
 
@@ -87,7 +87,7 @@ class strict:
     """`with accel.strict():` host fallbacks raise UnsupportedError instead of running."""
 
     def __init__(self, on: bool = True):
-        from accel.dispatch import mode
+        from accel.core.dispatch import mode
 
         self._previous = mode.strict
         set_strict(on)

@@ -52,7 +52,7 @@ print(json.dumps({"before": before, "after_load": after_load, "touched": touched
 
 def write_checkpoint(folder: str, target_mb: float) -> int:
     """A Llama config sized to ~target_mb of float32 weights, with random weights. Returns bytes."""
-    from accel.checkpoint import save_safetensors
+    from accel.io.safetensors import save_safetensors
     from accel.models import LlamaConfig
 
     hidden, inter, vocab = 1024, 2752, 16000

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import warnings
 
-from accel import checkpoint
-from accel.dispatch import AccelWarning
-from accel.errors import ModelError
-from accel.registry import get_backend
-from accel.tokenizer import Tokenizer
+from accel.io import safetensors as checkpoint
+from accel.core.dispatch import AccelWarning
+from accel.core.errors import ModelError
+from accel.core.registry import get_backend
+from accel.io.tokenizer import Tokenizer
 
 from .config import LlamaConfig, RopeScaling
 from .kv_cache import KVCache

@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 
-from accel.errors import ModelError
+from accel.core.errors import ModelError
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
 SUPPORTED_ROPE_TYPES = ("default", "llama3")

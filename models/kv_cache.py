@@ -8,9 +8,9 @@ compiles once. Slots beyond the current position hold stale or zero values that 
 from __future__ import annotations
 
 from accel import ops
-from accel.dtypes import DType, int64
-from accel.errors import ModelError
-from accel.tensor import Tensor
+from accel.core.dtypes import DType, int64
+from accel.core.errors import ModelError
+from accel.core.tensor import Tensor
 
 
 class KVCache:

@@ -1,7 +1,7 @@
 """The Llama-family transformer, as one page read top to bottom (gpt-fast style).
 
 `forward(params, config, input_ids, positions, cache=None) -> logits` is a pure function of its
-arguments written in `accel.ops` only, so it runs on every backend, traces for `accel.compile`
+arguments written in `accel.ops` only, so it runs on every backend, traces for `accel.graph.compile`
 and differentiates with accel's autograd. `params` maps Hugging Face names
 (`model.layers.0.self_attn.q_proj.weight`, ...) to tensors, exactly as a checkpoint stores them.
 
@@ -15,7 +15,7 @@ import math
 
 import accel
 from accel import ops
-from accel.tensor import Tensor
+from accel.core.tensor import Tensor
 
 from .config import LlamaConfig
 from .kv_cache import KVCache

@@ -12,9 +12,9 @@ from typing import Callable
 
 import accel
 from accel import ops
-from accel.errors import ModelError
-from accel.sampling import Sampler
-from accel.tensor import Tensor
+from accel.core.errors import ModelError
+from accel.io.sampling import Sampler
+from accel.core.tensor import Tensor
 
 from . import llama
 from .config import LlamaConfig
@@ -74,7 +74,7 @@ class LlamaModel:
 
     @property
     def compiled(self):
-        """The compiled forward (an `accel.compile` function), or None when running eagerly."""
+        """The compiled forward (an `accel.graph.compile` function), or None when running eagerly."""
         return None if self._step is llama.forward else self._step
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from accel.errors import ModelError
+from accel.core.errors import ModelError
 
 from .config import LlamaConfig
 

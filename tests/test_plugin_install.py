@@ -40,8 +40,8 @@ import os
 import numpy as np
 
 from accel import ops
-from accel.backend import Backend, Probe
-from accel.dtypes import float16, float32, from_numpy_dtype
+from accel.core.backend import Backend, Probe
+from accel.core.dtypes import float16, float32, from_numpy_dtype
 
 
 class DemoVendorBackend(Backend):

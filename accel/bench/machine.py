@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 import accel
-from accel import host_info, ops
+from accel import ops
+from accel.core import host_info
 from accel.bench.timing import best_of
 
 LIBRARIES = ("numpy", "torch", "jax", "jaxlib", "onnxruntime", "onnx", "transformers", "ml_dtypes")

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import accel
-from accel import dispatch, ops
-from accel.backend import Backend
+from accel import ops
+from accel.core import dispatch
+from accel.core.backend import Backend
 from accel.bench import hf_reference
 from accel.bench.timing import Case
 

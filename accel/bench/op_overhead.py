@@ -16,10 +16,11 @@ from typing import Callable
 import numpy as np
 
 import accel
-from accel import dispatch, ops
+from accel import ops
+from accel.core import dispatch
 from accel.bench.machine import wait
 from accel.bench.timing import Case, interleave
-from accel.tensor import Tensor
+from accel.core.tensor import Tensor
 
 TINY = "tiny"
 MODEL = "model"

@@ -9,7 +9,7 @@ import accel
 from accel.bench import machine, model_rows, op_overhead, training
 from accel.bench.goals import judge
 from accel.bench.timing import interleave
-from accel.registry import available_backends
+from accel.core.registry import available_backends
 
 
 def default_backends() -> list[str]:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from accel.errors import AccelError
+from accel.core.errors import AccelError
 
 
 @dataclass

@@ -17,7 +17,7 @@ from accel.bench import hf_reference
 from accel.bench.machine import wait
 from accel.bench.model_rows import has_graph_compiler, host_params
 from accel.bench.timing import Case
-from accel.optim import AdamW
+from accel.autodiff.optim import AdamW
 
 
 def _batch(config, batch: int, seq: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from accel.host_threads import quiet_thread_pools
+    from accel.core.host_threads import quiet_thread_pools
 
     threads = quiet_thread_pools()  # before any backend imports torch
     import accel

@@ -57,7 +57,7 @@ def _stats_line(spec: str) -> str:
 
 
 def run(args) -> int:
-    from accel.host_threads import quiet_thread_pools
+    from accel.core.host_threads import quiet_thread_pools
 
     quiet_thread_pools()  # several libraries share two cores here: idle threads must sleep
     import accel.models

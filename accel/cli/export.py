@@ -3,7 +3,7 @@
     accel export --model DIR --format onnx --out model.onnx                # both steps
     accel export --model DIR --format onnx --out decode.onnx --step decode
 
-Each step is traced with `accel.compile`'s tracer from `llama.forward` with a static KV cache,
+Each step is traced with `accel.graph.compile`'s tracer from `llama.forward` with a static KV cache,
 so the file has static shapes (what ATC, MagicMind and TensorRT like best): inputs `input_ids`
 (B, T) int64, `positions` (T,) int64 and `past_key.{i}` / `past_value.{i}` (B, Hkv, S, D);
 outputs `logits` (B, T, V) and `present_key.{i}` / `present_value.{i}`, the caches after this
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-from accel.errors import ModelError
+from accel.core.errors import ModelError
 
 STEPS = ("prefill", "decode")
 
@@ -43,11 +43,12 @@ def export_step(model, step: str, *, batch: int = 1, prefill_len: int = 16, max_
                 fused: bool = True):
     """The ONNX ModelProto of one step of `model` (a LlamaModel on any backend)."""
     import accel
-    from accel import onnx_export, ops
-    from accel.compile import trace
-    from accel.graph import bind_inputs
+    from accel import ops
+    from accel.export import onnx as onnx_export
+    from accel.graph.compile import trace
+    from accel.graph.ir import bind_inputs
     from accel.models import KVCache, forward
-    from accel.trace import lower
+    from accel.graph.trace import lower
 
     if step not in STEPS:
         raise ModelError(f"unknown step {step!r}", hint=f"use one of {', '.join(STEPS)}")

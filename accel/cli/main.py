@@ -8,7 +8,7 @@ import pkgutil
 import sys
 
 import accel
-from accel.errors import AccelError
+from accel.core.errors import AccelError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from accel.errors import AccelError, BackendError
+from accel.core.errors import AccelError, BackendError
 
 
 def register(sub) -> None:
@@ -31,7 +31,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import accel
-    from accel.porting import DEFAULT_PROMPT, port_report
+    from accel.porting.report import DEFAULT_PROMPT, port_report
 
     model_dir = args.model
     if model_dir is None:

@@ -17,7 +17,7 @@ import sys
 
 import accel
 from accel import ops
-from accel.errors import ModelError
+from accel.core.errors import ModelError
 
 DEFAULTS = dict(batch_size=8, seq_len=64, lr=3e-3, warmup=20, eval_every=50, save_every=0,
                 seed=0, dtype="float32", grad_accum=1, schedule_steps=0, weight_decay=0.1, grad_clip=1.0)
@@ -63,7 +63,7 @@ def default_data() -> str:
 
 
 def _tokenizer_for_new_run(args):
-    from accel.tokenizer import Tokenizer, train_byte_level_bpe
+    from accel.io.tokenizer import Tokenizer, train_byte_level_bpe
 
     if args.train_tokenizer:
         with open(args.data, encoding="utf-8") as f:
@@ -106,7 +106,7 @@ def _tokenizer_config(tokenizer) -> str:
 def train_from_args(args):
     from accel.models.config import LlamaConfig
     from accel.models.llama import init_params
-    from accel.tokenizer import Tokenizer
+    from accel.io.tokenizer import Tokenizer
     from accel.train import TrainConfig, TrainResult, TokenData, load_checkpoint, save_checkpoint, train
     from accel.train.checkpoints import find_checkpoint
     from accel.train.loop import master_dtype
@@ -179,7 +179,7 @@ def train_from_args(args):
 
 
 def _write_model_dir(out: str, params: dict, files: dict, save_dtype: str) -> None:
-    from accel import checkpoint
+    from accel.io import safetensors as checkpoint
     from accel.train.checkpoints import _atomic_write_text
 
     dtype = accel.as_dtype(save_dtype)

@@ -18,7 +18,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 
-from accel.errors import AccelError
+from accel.core.errors import AccelError
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "expectations")
 

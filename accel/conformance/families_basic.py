@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import dtypes as dt
+from accel.core import dtypes as dt
 from accel.conformance.generators import Spec, Values, family, rounded, specials_for
 
 # Shapes every elementwise op sees: scalar, size-1, empty, primes, 2^8+17, 1025.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import dtypes as dt
+from accel.core import dtypes as dt
 from accel.conformance.generators import Spec, Values, family, rounded, specials_for
 from accel.conformance.families_basic import _label
 

@@ -21,9 +21,9 @@ from typing import Callable, Iterator
 import ml_dtypes
 import numpy as np
 
-from accel import dtypes as dt
-from accel.dtypes import DType
-from accel.op import Op
+from accel.core import dtypes as dt
+from accel.core.dtypes import DType
+from accel.core.op import Op
 
 LAYOUTS = ("transposed", "strided")
 

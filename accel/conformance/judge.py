@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from accel.dtypes import DType
+from accel.core.dtypes import DType
 from accel.conformance.tolerances import Tolerance
 
 

@@ -21,7 +21,8 @@ import numpy as np
 
 import accel
 from accel import ops
-from accel.errors import AccelError, UnsupportedError
+from accel.core import dtypes as dt
+from accel.core.errors import AccelError, UnsupportedError
 
 RTOL, ATOL = 1e-3, 1e-7
 
@@ -141,7 +142,7 @@ def _variadic(op):
 def _cast(c):
     target = _onnx_type_to_accel(c.attr("to"))
     source = _accel_dtype(c.inputs[0])
-    saturate = bool(c.attr("saturate", 1)) if target in accel.dtypes.FLOAT8_DTYPES else False
+    saturate = bool(c.attr("saturate", 1)) if target in dt.FLOAT8_DTYPES else False
     if source.is_floating and not target.is_floating and target is not accel.bool_:
         raise Skip("float to integer: ONNX leaves out-of-range and NaN undefined")
     return [ops.cast(c.t(0), target, saturate=saturate)]

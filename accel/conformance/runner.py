@@ -18,10 +18,10 @@ from accel.conformance.expectations import Expectations
 from accel.conformance.generators import Case, all_cases
 from accel.conformance.judge import judge
 from accel.conformance.tolerances import Tolerance, layout_tolerance, tolerance_for
-from accel.dtypes import as_dtype
-from accel.errors import AccelError, UnsupportedError
-from accel.spec import TensorSpec
-from accel.tensor import Tensor
+from accel.core.dtypes import as_dtype
+from accel.core.errors import AccelError, UnsupportedError
+from accel.core.spec import TensorSpec
+from accel.core.tensor import Tensor
 
 STATUSES = ("pass", "fail", "unsupported", "xfail", "xpass")
 

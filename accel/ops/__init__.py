@@ -6,7 +6,7 @@ conformance suite and `accel info` read it).
 """
 from __future__ import annotations
 
-from accel.op import Op
+from accel.core.op import Op
 from accel.ops.creation import (
     arange, full, full_like, ones, ones_like, random_normal, random_uniform, zeros, zeros_like,
 )
@@ -34,7 +34,7 @@ BY_NAME: dict[str, Op] = {op.name: op for op in ALL_OPS}
 
 
 def get_op(name: str) -> Op:
-    from accel.errors import OpError
+    from accel.core.errors import OpError
 
     op = BY_NAME.get(name)
     if op is None:

@@ -5,11 +5,11 @@ backend and argument description in front.
 """
 from __future__ import annotations
 
-from accel import dtypes as dt
-from accel.dtypes import DType, promote, result_type_with_scalar
-from accel.errors import DTypeError, OpError, ShapeError
-from accel.spec import TensorSpec
-from accel.tensor import Tensor, is_scalar
+from accel.core import dtypes as dt
+from accel.core.dtypes import DType, promote, result_type_with_scalar
+from accel.core.errors import DTypeError, OpError, ShapeError
+from accel.core.spec import TensorSpec
+from accel.core.tensor import Tensor, is_scalar
 
 
 def spec(shape, dtype: DType) -> TensorSpec:
@@ -115,7 +115,7 @@ def prepare_binary(args: tuple, attrs: dict):
 
 
 # Two tensors of one native dtype come back unchanged: the dispatcher tests that inline and
-# skips the call (accel.op.Op reads this flag).
+# skips the call (accel.core.op.Op reads this flag).
 prepare_binary.same_dtype_is_noop = True
 
 

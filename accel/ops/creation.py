@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import dtypes as dt
-from accel.dtypes import as_dtype
-from accel.errors import OpError
-from accel.op import COMPOSITE, PRIMITIVE, Op
+from accel.core import dtypes as dt
+from accel.core.dtypes import as_dtype
+from accel.core.errors import OpError
+from accel.core.op import COMPOSITE, PRIMITIVE, Op
 from accel.ops._rules import prepare_creation, spec
-from accel.tensor import Tensor
+from accel.core.tensor import Tensor
 
 
 def _full_infer(*, shape, value, dtype, backend=None):
@@ -75,7 +75,7 @@ def _random_infer(*, shape, seed, dtype, backend=None, **_):
 
 def _random_decomposition(kind):
     def run(*, shape, seed, dtype, backend=None, low=0.0, high=1.0, mean=0.0, std=1.0):
-        from accel.registry import get_backend
+        from accel.core.registry import get_backend
 
         b = get_backend(backend)
         dtype = as_dtype(dtype)

@@ -9,16 +9,16 @@ import math
 
 import numpy as np
 
-from accel import dtypes as dt
-from accel.dtypes import DType, as_dtype
-from accel.op import COMPOSITE, PRIMITIVE, Op
+from accel.core import dtypes as dt
+from accel.core.dtypes import DType, as_dtype
+from accel.core.op import COMPOSITE, PRIMITIVE, Op
 from accel.ops._rules import (
     compare_infer, elementwise_infer, float_elementwise_infer, prepare_binary,
     prepare_float_binary, prepare_float_unary, prepare_where, broadcast_shapes, require_same_dtype,
     spec,
 )
-from accel.errors import DTypeError
-from accel import grad_rules
+from accel.core.errors import DTypeError
+from accel.autodiff import grad_rules
 
 FLOATS = dt.FLOAT_DTYPES
 NUMERIC = dt.FLOAT_DTYPES + dt.INT_DTYPES

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import dtypes as dt
-from accel.errors import DTypeError, OpError, ShapeError
-from accel import grad_rules
-from accel.op import PRIMITIVE, Op
+from accel.core import dtypes as dt
+from accel.core.errors import DTypeError, OpError, ShapeError
+from accel.autodiff import grad_rules
+from accel.core.op import PRIMITIVE, Op
 from accel.ops._rules import normalize_axis, spec
-from accel.tensor import Tensor
+from accel.core.tensor import Tensor
 
 INDEX_DTYPES = (dt.int32, dt.int64)
 
@@ -90,9 +90,9 @@ def index_copy_inplace(x: Tensor, index: Tensor, values: Tensor, axis: int = 0) 
     A backend's in-place kernel writes into x's array; without one (or while tracing or
     recording gradients) the functional op runs and x takes the new array.
     """
-    from accel import dispatch
+    from accel.core import dispatch
 
-    if x.requires_grad or getattr(values, "requires_grad", False):  # set by accel.autograd
+    if x.requires_grad or getattr(values, "requires_grad", False):  # set by accel.autodiff.autograd
         raise OpError(f"index_copy_ on {x.backend.spec}: in-place update of a tensor that gradients "
                       f"are being recorded for (x {list(x.shape)}, values {list(values.shape)})",
                       hint="in-place ops are not differentiable; use the functional "

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import dtypes as dt
-from accel.errors import ShapeError
-from accel import grad_rules
-from accel.op import PRIMITIVE, Op
+from accel.core import dtypes as dt
+from accel.core.errors import ShapeError
+from accel.autodiff import grad_rules
+from accel.core.op import PRIMITIVE, Op
 from accel.ops._rules import broadcast_shapes, prepare_binary, require_same_dtype, spec
 
 

@@ -8,13 +8,13 @@ import math
 
 import numpy as np
 
-from accel import dtypes as dt
-from accel.errors import OpError, ShapeError
-from accel import grad_rules
-from accel.op import PRIMITIVE, Op
+from accel.core import dtypes as dt
+from accel.core.errors import OpError, ShapeError
+from accel.autodiff import grad_rules
+from accel.core.op import PRIMITIVE, Op
 from accel.ops._rules import normalize_axis, require_same_dtype, spec
-from accel.spec import describe
-from accel.tensor import Tensor
+from accel.core.spec import describe
+from accel.core.tensor import Tensor
 
 ANY = dt.ALL_DTYPES
 

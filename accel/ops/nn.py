@@ -10,10 +10,10 @@ import math
 
 import numpy as np
 
-from accel import dtypes as dt
-from accel.errors import DTypeError, ShapeError
-from accel import grad_rules
-from accel.op import COMPOSITE, Op
+from accel.core import dtypes as dt
+from accel.core.errors import DTypeError, ShapeError
+from accel.autodiff import grad_rules
+from accel.core.op import COMPOSITE, Op
 from accel.ops._rules import (
     broadcast_shapes, normalize_axis, prepare_float_unary, require_float, require_same_dtype, spec,
 )

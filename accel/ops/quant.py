@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import dtypes as dt
-from accel.dtypes import as_dtype
-from accel.errors import DTypeError, ShapeError
-from accel.op import COMPOSITE, Op
+from accel.core import dtypes as dt
+from accel.core.dtypes import as_dtype
+from accel.core.errors import DTypeError, ShapeError
+from accel.core.op import COMPOSITE, Op
 from accel.ops._rules import spec
 from accel.ops.elementwise import cast, mul
 from accel.ops.linalg import matmul

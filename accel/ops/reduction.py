@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import dtypes as dt
-from accel.errors import DTypeError
-from accel import grad_rules
-from accel.op import COMPOSITE, PRIMITIVE, Op
+from accel.core import dtypes as dt
+from accel.core.errors import DTypeError
+from accel.autodiff import grad_rules
+from accel.core.op import COMPOSITE, PRIMITIVE, Op
 from accel.ops._rules import normalize_axes, normalize_axis, spec
 
 

@@ -1,6 +1,6 @@
 """Training on any backend: a model-agnostic loop (`train`), its config, reproducible token
 batches and atomic, portable checkpoints. Autograd is `accel.value_and_grad`; the optimizer is
-`accel.optim`. `accel train` (accel/cli/train.py) wires these to the Llama model."""
+`accel.autodiff.optim`. `accel train` (accel/cli/train.py) wires these to the Llama model."""
 from accel.train.checkpoints import find_checkpoint, load_checkpoint, save_checkpoint
 from accel.train.data import TokenData
 from accel.train.loop import TrainConfig, TrainResult, evaluate, make_loss, train

@@ -17,9 +17,9 @@ import os
 import shutil
 import tempfile
 
-from accel import checkpoint as st
-from accel.errors import ModelError
-from accel.optim import AdamState
+from accel.io import safetensors as st
+from accel.core.errors import ModelError
+from accel.autodiff.optim import AdamState
 
 LATEST = "latest"
 

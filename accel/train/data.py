@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accel.errors import ModelError
+from accel.core.errors import ModelError
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import accel
-from accel import dtypes as dt
+from accel.core import dtypes as dt
 from accel import ops
-from accel.autograd import value_and_grad
-from accel.errors import DTypeError, ModelError
-from accel.optim import AdamState, AdamW, add_grads, clip_by_global_norm, cosine_schedule, scale_grads
+from accel.autodiff.autograd import value_and_grad
+from accel.core.errors import DTypeError, ModelError
+from accel.autodiff.optim import AdamState, AdamW, add_grads, clip_by_global_norm, cosine_schedule, scale_grads
 from accel.train.data import TokenData
 
 

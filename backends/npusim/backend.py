@@ -8,7 +8,7 @@ chip's precision. What the chip cannot run in a dtype follows the dtype policy:
 
 - `error` (default): raise UnsupportedError naming the op, dtype and what the chip takes;
 - `downcast`: run it in a narrower dtype the chip has (float32 matmul in bfloat16), counted as
-  "downcast" in `accel.dispatch.stats` and warned once, as Ascend's allow_fp32_to_fp16 does;
+  "downcast" in `accel.core.dispatch.stats` and warned once, as Ascend's allow_fp32_to_fp16 does;
 - `fallback`: run it on the host through the dispatcher's host fallback (counted, and refused
   in strict mode).
 
@@ -22,12 +22,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from accel import dispatch, ops
-from accel.backend import Backend, Probe
-from accel.dtypes import ALL_DTYPES, DType, float32, from_numpy_dtype
-from accel.errors import BackendError, UnsupportedError
-from accel.op import Op
-from accel.spec import describe
+from accel import ops
+from accel.core import dispatch
+from accel.core.backend import Backend, Probe
+from accel.core.dtypes import ALL_DTYPES, DType, float32, from_numpy_dtype
+from accel.core.errors import BackendError, UnsupportedError
+from accel.core.op import Op
+from accel.core.spec import describe
 
 from .cost import CostLedger, count_bytes, count_flops, kernel_time
 from .faults import FaultInjector, FaultPlan

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accel.errors import DeviceError
+from accel.core.errors import DeviceError
 
 
 @dataclass(frozen=True)

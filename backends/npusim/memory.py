@@ -13,7 +13,7 @@ import weakref
 
 import numpy as np
 
-from accel.errors import OutOfMemoryError
+from accel.core.errors import OutOfMemoryError
 
 
 def format_bytes(n: float) -> str:
@@ -92,7 +92,7 @@ class DeviceArray:
     def __array__(self, dtype=None, copy=None):
         # Reading device memory from the host is a transfer; it must go through the backend so
         # it is counted (tensor.numpy()), never happen behind numpy's back.
-        from accel.errors import OpError
+        from accel.core.errors import OpError
 
         raise OpError(f"implicit host copy of npusim device memory ({self!r})",
                       hint="call tensor.numpy() (or backend.to_numpy(native)), which counts the transfer")

@@ -17,9 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from accel.dtypes import FLOAT_DTYPES
-from accel.op import Op
-from accel.backends.numpy_backend import NumpyBackend
+from accel.core.dtypes import FLOAT_DTYPES
+from accel.core.op import Op
+from accel.backends.numpy.backend import NumpyBackend
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)

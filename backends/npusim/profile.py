@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
-from accel.dtypes import DType, as_dtype
-from accel.errors import BackendError, DTypeError
+from accel.core.dtypes import DType, as_dtype
+from accel.core.errors import BackendError, DTypeError
 from accel.ops import BY_NAME
 
 PROFILE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiles")

@@ -10,8 +10,8 @@ import argparse
 import json
 import os
 
-from accel.checkpoint import save_safetensors
-from accel.tokenizer import train_byte_level_bpe
+from accel.io.safetensors import save_safetensors
+from accel.io.tokenizer import train_byte_level_bpe
 from accel.models import LlamaConfig, bundled_path, init_params
 
 VOCAB_SIZE = 512

@@ -55,7 +55,7 @@ def test_ort_unhashable_attrs_run_without_a_plan(rt):
 
 
 def test_ort_set_provider_options_forgets_plans_and_sessions():
-    from accel.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from accel.backends.onnxruntime.backend import OnnxRuntimeBackend
 
     fresh = OnnxRuntimeBackend("cpu")
     a = _rand((2, 2))
@@ -90,7 +90,7 @@ def test_jax_list_attrs_become_hashable_before_the_jitted_kernel(jx):
 
 
 def test_jax_matmul_precision_reaches_the_next_eager_call(jx):
-    from accel.backends import jax_kernels
+    from accel.backends.jax import kernels as jax_kernels
 
     jitted = jax_kernels._matmul_jitted
     if not hasattr(jitted, "_cache_size"):

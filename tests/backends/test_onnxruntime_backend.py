@@ -8,7 +8,7 @@ import accel
 from accel import ops
 
 ort = pytest.importorskip("onnxruntime")
-from accel.backends.onnxruntime_backend import PROVIDERS, OnnxRuntimeBackend  # noqa: E402
+from accel.backends.onnxruntime.backend import PROVIDERS, OnnxRuntimeBackend  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_compiled_graph_is_one_checked_onnx_model(rt):
 
 @pytest.mark.slow
 def test_support_table_is_what_the_probe_finds():
-    from accel.backends.onnxruntime_probe import probe_table
-    from accel.backends.onnxruntime_support import CPU_OP_DTYPES
+    from accel.backends.onnxruntime.probe import probe_table
+    from accel.backends.onnxruntime.support import CPU_OP_DTYPES
 
     assert probe_table(verbose=False) == CPU_OP_DTYPES

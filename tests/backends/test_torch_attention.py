@@ -10,9 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import accel  # noqa: E402
-from accel import dtypes as dt  # noqa: E402
+from accel.core import dtypes as dt  # noqa: E402
 from accel import ops  # noqa: E402
-from accel.backends import torch_attention  # noqa: E402
+from accel.backends.torch import attention as torch_attention  # noqa: E402
 from accel.conformance.judge import judge  # noqa: E402
 from accel.conformance.tolerances import tolerance_for  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402

@@ -16,10 +16,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import accel  # noqa: E402
-from accel import dtypes as dt  # noqa: E402
+from accel.core import dtypes as dt  # noqa: E402
 from accel import ops  # noqa: E402
-from accel.backends import torch_backend  # noqa: E402
-from accel.backends.torch_backend import TorchBackend  # noqa: E402
+from accel.backends.torch import backend as torch_backend  # noqa: E402
+from accel.backends.torch.backend import TorchBackend  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU")
@@ -86,7 +86,7 @@ def test_vendor_extensions_are_imported_only_when_installed(tmp_path, monkeypatc
 
 
 def test_priority_accelerators_first_numpy_last():
-    from accel.backends.numpy_backend import NumpyBackend
+    from accel.backends.numpy.backend import NumpyBackend
 
     found, _ = torch_backend.discover()
     assert TorchBackend.priority == (100 if found else 10)

@@ -13,7 +13,7 @@ llama_hf = pytest.importorskip("transformers.models.llama.modeling_llama")
 import accel  # noqa: E402
 import accel.models  # noqa: E402
 from accel import ops  # noqa: E402
-from accel.backends import torch_fused  # noqa: E402
+from accel.backends.torch import fused as torch_fused  # noqa: E402
 
 
 

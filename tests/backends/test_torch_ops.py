@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import accel  # noqa: E402
-from accel import dtypes as dt  # noqa: E402
+from accel.core import dtypes as dt  # noqa: E402
 from accel import ops  # noqa: E402
 
 FLOATS = dt.FLOAT_DTYPES

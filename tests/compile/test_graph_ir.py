@@ -5,11 +5,11 @@ import pytest
 
 import accel
 from accel import ops
-from accel.backends.numpy_backend import NumpyBackend
-from accel.compile import trace
-from accel.graph import bind_inputs
-from accel.interpreter import GraphInterpreter
-from accel.trace import backend_policy, expand_all, lower
+from accel.backends.numpy.backend import NumpyBackend
+from accel.graph.compile import trace
+from accel.graph.ir import bind_inputs
+from accel.graph.interpreter import GraphInterpreter
+from accel.graph.trace import backend_policy, expand_all, lower
 
 
 @pytest.fixture()

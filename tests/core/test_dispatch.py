@@ -4,7 +4,7 @@ import pytest
 
 import accel
 from accel import ops
-from accel.backends.numpy_backend import NumpyBackend
+from accel.backends.numpy.backend import NumpyBackend
 
 
 class PartialBackend(NumpyBackend):

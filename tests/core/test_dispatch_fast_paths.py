@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import accel
-from accel import dispatch, ops
-from accel import op as op_module
-from accel.backends.numpy_backend import NumpyBackend
+from accel import ops
+from accel.core import dispatch
+from accel.core import op as op_module
+from accel.backends.numpy.backend import NumpyBackend
 
 
 class OtherHost(NumpyBackend):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import accel
-from accel import dtypes as dt
+from accel.core import dtypes as dt
 
 
 def test_every_dtype_has_exact_numpy_storage():

@@ -7,8 +7,8 @@ import pytest
 
 import accel
 import accel.models
-from accel.sampling import Sampler
-from accel.tokenizer import Tokenizer
+from accel.io.sampling import Sampler
+from accel.io.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 import accel
 import accel.models
-from accel.checkpoint import load_safetensors, save_safetensors
+from accel.io.safetensors import load_safetensors, save_safetensors
 from accel.models import LlamaConfig, rope_inv_freq
 
 BASE = {"model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48,

@@ -1,4 +1,4 @@
-"""accel.checkpoint: safetensors written atomically and read by the reference library (and the
+"""accel.io.safetensors: safetensors written atomically and read by the reference library (and the
 other way round), streamed onto a backend, and every way a file can be broken reported clearly."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import accel
-from accel.checkpoint import load_safetensors, read_index, read_metadata, save_safetensors
+from accel.io.safetensors import load_safetensors, read_index, read_metadata, save_safetensors
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 

@@ -8,7 +8,7 @@ import accel
 import accel.models as models
 from accel import ops
 from accel.cli.main import main
-from accel.porting import OpProfiler, port_report
+from accel.porting.report import OpProfiler, port_report
 
 BUNDLED = models.bundled_path()
 

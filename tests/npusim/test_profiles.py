@@ -49,7 +49,7 @@ def test_minimal_chip_runs_no_composite_and_no_float32_matmul():
 
 
 def test_a_simulator_is_never_auto_detected():
-    from accel.registry import auto_backend
+    from accel.core.registry import auto_backend
 
     assert auto_backend().name != "npusim"
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import accel
-from accel import dispatch, ops
-from accel.backends.numpy_backend import NumpyBackend
+from accel import ops
+from accel.core import dispatch
+from accel.backends.numpy.backend import NumpyBackend
 
 
 def t(values, backend, dtype=accel.float32):
@@ -113,7 +114,7 @@ def test_composite_without_vjp_records_its_decomposition_counted(backend):
 
 
 def test_value_and_grad_traces_under_compile(backend):
-    from accel.compile import compile
+    from accel.graph.compile import compile
 
     rng = np.random.default_rng(3)
     w, x = t(rng.standard_normal((3, 3)), backend), t(rng.standard_normal((2, 3)), backend)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import accel
-from accel import optim
+from accel.autodiff import optim
 
 
 def _params(rng):

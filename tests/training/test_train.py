@@ -11,7 +11,7 @@ import pytest
 import accel
 import accel.models
 from accel.cli.main import main
-from accel.errors import AccelError
+from accel.core.errors import AccelError
 
 CORPUS = os.path.join(os.path.dirname(accel.models.__file__), "data", "stories.txt")
 # the micro preset with a small trained tokenizer: a step takes milliseconds on any backend
@@ -117,7 +117,7 @@ def test_mixed_precision_bfloat16(backend, tmp_path):
     a, b = history(f32)["history"]["losses"], history(bf16)["history"]["losses"]
     # bf16 has 8 mantissa bits: the curves track each other to a few hundredths
     assert abs(a[-1] - b[-1]) < 0.1 and b[-1] < b[0] - 0.3
-    from accel import checkpoint
+    from accel.io import safetensors as checkpoint
 
     assert checkpoint.read_index(str(bf16 / "checkpoint-000012" / "model.safetensors"))[
         "model.embed_tokens.weight"].dtype == "F32"  # master weights stay float32

@@ -1,0 +1,1 @@
+"""Exporting accel graphs to interchange formats (ONNX) for vendor toolchains."""

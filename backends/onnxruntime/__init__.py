@@ -1,0 +1,1 @@
+"""The onnxruntime backend package."""
