@@ -7,7 +7,7 @@ attention, cross_entropy...) is one entry and runs as usual (fused kernel or dec
 composite without one records its decomposition; primitives without one (comparisons, argmax,
 creation) are not differentiable and their outputs are constants.
 
-VJPs are declared with their op (`vjp=` in `accel/ops/*.py`, bodies in `accel.autodiff.grad_rules`) and
+VJPs are declared with their op (`@op.defvjp` beside each declaration in `accel/ops/*.py`) and
 written in accel ops, so the backward pass runs on any backend, and under `accel.graph.compile` a
 value_and_grad of accel ops traces forward and backward into one graph.
 
@@ -113,7 +113,7 @@ def _check_grad(op: Op, x: Tensor, gx: Tensor) -> None:
         raise OpError(
             f"the VJP of {op.name} returned a gradient {describe(gx)} for an input {describe(x)}",
             hint="a VJP must return one gradient per input with the input's shape (sum-reduce "
-                 "broadcast dims) and dtype; fix the rule in accel/grad_rules.py")
+                 "broadcast dims) and dtype; fix the op's @op.defvjp rule in accel/ops/")
 
 
 # --- pytrees: a Tensor, or dicts / lists / tuples of them -----------------------------------

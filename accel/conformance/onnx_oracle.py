@@ -318,30 +318,41 @@ def _cross_entropy(c):
     return [ops.cross_entropy(scores, c.t(1), -100 if ignore is None else ignore, c.attr("reduction", "mean"))]
 
 
-# ONNX operator -> (accel op, adapter). The one place where attribute conventions are mapped.
-ADAPTERS = {
-    "Neg": (ops.neg, _unary(ops.neg)), "Abs": (ops.abs, _unary(ops.abs)), "Sqrt": (ops.sqrt, _unary(ops.sqrt)),
-    "Exp": (ops.exp, _unary(ops.exp)), "Log": (ops.log, _unary(ops.log)), "Sin": (ops.sin, _unary(ops.sin)),
-    "Cos": (ops.cos, _unary(ops.cos)), "Tanh": (ops.tanh, _unary(ops.tanh)), "Erf": (ops.erf, _unary(ops.erf)),
-    "Add": (ops.add, _binary(ops.add)), "Sub": (ops.sub, _binary(ops.sub)), "Mul": (ops.mul, _binary(ops.mul)),
-    "Div": (ops.div, _binary(ops.div, float_only=True)), "Pow": (ops.pow, _binary(ops.pow, float_only=True)),
-    "Max": (ops.maximum, _variadic(ops.maximum)), "Min": (ops.minimum, _variadic(ops.minimum)),
-    "Equal": (ops.eq, _binary(ops.eq)), "Less": (ops.lt, _binary(ops.lt)), "Greater": (ops.gt, _binary(ops.gt)),
-    "LessOrEqual": (ops.le, _binary(ops.le)), "GreaterOrEqual": (ops.ge, _binary(ops.ge)),
-    "Not": (ops.logical_not, _unary(ops.logical_not)), "And": (ops.logical_and, _binary(ops.logical_and)),
-    "Or": (ops.logical_or, _binary(ops.logical_or)),
-    "Where": (ops.where, lambda c: [ops.where(c.t(0), c.t(1), c.t(2))]),
-    "Cast": (ops.cast, _cast), "Range": (ops.arange, _range),
-    "ReduceSum": (ops.sum, _reduce(ops.sum)), "ReduceMax": (ops.max, _reduce(ops.max)),
-    "ReduceMean": (ops.mean, _reduce(ops.mean)), "ArgMax": (ops.argmax, _argmax),
-    "Reshape": (ops.reshape, _reshape), "Transpose": (ops.permute, _transpose), "Expand": (ops.broadcast_to, _expand),
-    "Concat": (ops.concat, _concat), "Slice": (ops.slice, _slice), "Gather": (ops.gather, _gather),
-    "MatMul": (ops.matmul, lambda c: [ops.matmul(c.t(0), c.t(1))]), "Gemm": (ops.linear, _gemm),
-    "Softmax": (ops.softmax, _softmax(ops.softmax)), "LogSoftmax": (ops.log_softmax, _softmax(ops.log_softmax)),
-    "Gelu": (ops.gelu, _gelu), "LayerNormalization": (ops.layer_norm, _norm(ops.layer_norm)),
-    "RMSNormalization": (ops.rms_norm, _norm(ops.rms_norm)), "RotaryEmbedding": (ops.rope, _rope),
-    "Attention": (ops.attention, _attention), "SoftmaxCrossEntropyLoss": (ops.cross_entropy, _cross_entropy),
+def _logical(op):
+    return _unary(op) if len(op.inputs) == 1 else _binary(op)
+
+
+def _float_binary(op):
+    return _binary(op, float_only=all(d.is_floating for d in op.dtypes))
+
+
+# How an ONNX case runs through accel, by the op's case family; the ONNX operator name is the
+# op's own (`op.onnx`), so the mapping is declared once, with the op.
+_BY_FAMILY = {
+    "unary": _unary, "binary": _float_binary, "compare": _binary, "logical": _logical,
+    "where": lambda op: lambda c: [ops.where(c.t(0), c.t(1), c.t(2))],
+    "cast": lambda op: _cast, "arange": lambda op: _range, "reduce": _reduce,
+    "argmax": lambda op: _argmax, "reshape": lambda op: _reshape, "permute": lambda op: _transpose,
+    "broadcast": lambda op: _expand, "concat": lambda op: _concat, "slice": lambda op: _slice,
+    "gather": lambda op: _gather, "matmul": lambda op: lambda c: [ops.matmul(c.t(0), c.t(1))],
+    "linear": lambda op: _gemm, "softmax": _softmax, "norm": _norm, "rope": lambda op: _rope,
+    "attention": lambda op: _attention, "cross_entropy": lambda op: _cross_entropy,
 }
+# Where ONNX's operator is wider than the family's usual shape (Max/Min take any number of inputs).
+_SPECIAL = {ops.maximum: _variadic, ops.minimum: _variadic}
+
+
+def _adapters() -> dict:
+    """ONNX operator -> (accel op, adapter): every op with an ONNX name and a way to run its cases."""
+    out = {}
+    for op in ops.ALL_OPS:
+        make = _SPECIAL.get(op) or _BY_FAMILY.get((op.cases or {}).get("family"))
+        if op.onnx and make is not None:
+            out[op.onnx] = (op, make(op))
+    return out
+
+
+ADAPTERS = _adapters()
 
 
 # --- running and comparing -----------------------------------------------------------------------

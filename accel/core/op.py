@@ -1,16 +1,24 @@
 """The Op object: one declaration holds an op's signature, shape/dtype rule, numpy float64
-reference, decomposition (for composites), VJP and conformance cases (JAX `lax` style).
+reference, decomposition (for composites), VJP, ONNX operator name and conformance cases (JAX
+`lax` style).
 
-Calling an op binds its arguments and hands them to the dispatcher (`accel.core.dispatch`).
+An op registers itself when it is declared (`REGISTRY`); `accel.ops` imports every module of its
+package and re-exports the ops it finds, so a new op needs no import list anywhere. Calling an
+op binds its arguments and hands them to the dispatcher (`accel.core.dispatch`).
 """
 from __future__ import annotations
 
+import inspect
+import sys
 from typing import Any, Callable
 
 from accel.core.errors import OpError
 
 PRIMITIVE = "primitive"
 COMPOSITE = "composite"
+
+# Every op declared so far, by name, in declaration order (accel.ops lists the library's own).
+REGISTRY: dict[str, "Op"] = {}
 
 
 class Op:
@@ -19,7 +27,8 @@ class Op:
     __slots__ = (
         "name", "kind", "inputs", "attrs", "infer", "reference", "decompose", "vjp", "cases",
         "prepare", "doc", "variadic", "optional", "accumulating", "exact", "dtypes", "onnx", "_n",
-        "_attr_names", "_plain", "_binds", "_same_dtype_noop", "__weakref__",
+        "_attr_names", "_plain", "_binds", "_same_dtype_noop", "module", "__signature__",
+        "__weakref__",
     )
 
     def __init__(
@@ -59,7 +68,7 @@ class Op:
         self.variadic = variadic      # first input is a sequence of tensors (concat)
         self.accumulating = accumulating  # judged by NMSE rather than elementwise tolerance
         self.exact = exact            # judged bit for bit (casts, indices, movement)
-        self.onnx = onnx              # the ONNX operator it corresponds to, if any
+        self.onnx = onnx              # the ONNX operator it corresponds to (export, oracle, probe read it)
         self.optional = optional      # tensor inputs that may be omitted (None)
         self.doc = doc
         self._n = len(inputs)
@@ -69,10 +78,44 @@ class Op:
         self._binds = bool(self._attr_names or optional)  # a call always goes through bind
         # Two tensors of one dtype on one backend need no preparation (prepare_binary says so).
         self._same_dtype_noop = self._plain == 2 and getattr(prepare, "same_dtype_is_noop", False)
+        self.__signature__ = self._build_signature()
+        self.module = sys._getframe(1).f_globals.get("__name__", "?")  # the declaring module
+        _register(self)
+
+    def defvjp(self, rule: Callable) -> Callable:
+        """Decorator that sets the op's VJP right below its declaration:
+
+            @exp.defvjp
+            def _exp_vjp(g, out, x):
+                return (mul(g, out),)
+        """
+        self.vjp = rule
+        return rule
+
+    def _build_signature(self) -> inspect.Signature:
+        """What `inspect.signature(op)` and `help(op)` show: tensor inputs, then attributes."""
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        params = [inspect.Parameter(i, kind, default=None) if i in self.optional else inspect.Parameter(i, kind)
+                  for i in self.inputs]
+        params += [inspect.Parameter(k, kind, default=v) for k, v in self.attrs.items()]
+        return inspect.Signature(params)
+
+    @property
+    def __name__(self) -> str:
+        return self.name
+
+    def __get__(self, instance, owner=None):
+        """Ops behave like functions: as a class attribute one binds its first input, and
+        `help(op)` documents it as a function (signature and docstring)."""
+        if instance is None:
+            return self
+        import functools
+
+        return functools.partial(self, instance)
 
     @property
     def __doc__(self) -> str:  # help(accel.ops.softmax) shows the op's own docstring
-        return self.doc
+        return self.doc or f"The {self.name} op."
 
     @property
     def is_primitive(self) -> bool:
@@ -121,8 +164,7 @@ class Op:
         return tuple(tensors), attrs
 
     def signature(self) -> str:
-        parts = [f"{i}=None" if i in self.optional else i for i in self.inputs] + [f"{k}={v!r}" for k, v in self.attrs.items()]
-        return f"{self.name}({', '.join(parts)})"
+        return f"{self.name}{self.__signature__}"
 
     def __call__(self, *args, **kwargs):
         if kwargs or self._binds or len(args) != self._n:
@@ -137,6 +179,15 @@ class Op:
 
 
 _MISSING = object()
+
+
+def _register(op: Op) -> None:
+    """Record a newly declared op; one name declared in two modules is a mistake worth stopping."""
+    old = REGISTRY.get(op.name)
+    if old is not None and old.module != op.module:
+        raise ValueError(f"op {op.name!r} is declared twice: in {old.module} and in {op.module}; "
+                         f"rename one of them")
+    REGISTRY[op.name] = op
 
 
 def _dispatch(op, args, attrs):  # replaced by accel.core.dispatch at import time

@@ -176,20 +176,21 @@ def _simple(onnx_op: str, math: bool = True, **fixed) -> Lowering:
     return lower
 
 
-for _op, _onnx in ((ops.exp, "Exp"), (ops.log, "Log"), (ops.sqrt, "Sqrt"), (ops.sin, "Sin"),
-                   (ops.cos, "Cos"), (ops.tanh, "Tanh"), (ops.erf, "Erf"), (ops.add, "Add"),
-                   (ops.sub, "Sub"), (ops.mul, "Mul"), (ops.div, "Div"), (ops.pow, "Pow"),
-                   (ops.maximum, "Max"), (ops.minimum, "Min"), (ops.neg, "Neg"),
-                   (ops.abs, "Abs"), (ops.matmul, "MatMul")):
-    LOWERINGS[_op] = _simple(_onnx)
-for _op, _onnx in ((ops.eq, "Equal"), (ops.lt, "Less"), (ops.gt, "Greater"),
-                   (ops.le, "LessOrEqual"), (ops.ge, "GreaterOrEqual")):
-    LOWERINGS[_op] = (lambda name: lambda b, n, s, a, o: b.op(name, [
-        b.cast(x, dt.float32) if _low(sp) else b.cast(x, dt.int32) if sp.dtype is dt.bool_ else x
-        for x, sp in zip(n, s)]))(_onnx)
-LOWERINGS[ops.logical_not] = _simple("Not", math=False)
-LOWERINGS[ops.logical_and] = _simple("And", math=False)
-LOWERINGS[ops.logical_or] = _simple("Or", math=False)
+def _compare(onnx_op: str) -> Lowering:
+    def lower(b, names, specs, attrs, out):
+        return b.op(onnx_op, [b.cast(x, dt.float32) if _low(sp) else b.cast(x, dt.int32) if sp.dtype is dt.bool_
+                              else x for x, sp in zip(names, specs)])
+    return lower
+
+
+# An op whose ONNX operator (`op.onnx`, the one place the name lives) takes the same inputs is
+# lowered by its conformance family; ops that need more get an explicit lowering below.
+_BY_FAMILY: dict[str, Callable[[str], Lowering]] = {
+    "unary": _simple, "binary": _simple, "matmul": _simple, "compare": _compare,
+    "logical": lambda onnx_op: _simple(onnx_op, math=False),
+}
+
+
 def _where(b, names, specs, attrs, out):
     work = _CARRIER.get(out.dtype, out.dtype)
     if work.is_floating:
@@ -274,9 +275,8 @@ def _reduce(onnx_op: str) -> Lowering:
     return lower
 
 
-LOWERINGS[ops.sum] = _reduce("ReduceSum")
-LOWERINGS[ops.max] = _reduce("ReduceMax")
-LOWERINGS[ops.mean] = _reduce("ReduceMean")
+for _op in (ops.sum, ops.max, ops.mean):
+    LOWERINGS[_op] = _reduce(_op.onnx)
 
 
 @lowering(ops.argmax)
@@ -361,8 +361,8 @@ def _softmax(onnx_op: str) -> Lowering:
     return lower
 
 
-LOWERINGS[ops.softmax] = _softmax("Softmax")
-LOWERINGS[ops.log_softmax] = _softmax("LogSoftmax")
+for _op in (ops.softmax, ops.log_softmax):
+    LOWERINGS[_op] = _softmax(_op.onnx)
 
 
 @lowering(ops.silu)
@@ -456,6 +456,12 @@ def _attention(b, names, specs, attrs, out):
         zero = b.const(np.zeros((), np.float32 if _low(specs[0]) else specs[0].dtype.numpy), "zero")
         return b.op("Where", [b.cast(any_key, dt.bool_), y, zero])
     return _in_f32(b, specs[:3], [q, k, v], body, out.dtype)
+
+
+for _op in ops.ALL_OPS:
+    _family = (_op.cases or {}).get("family")
+    if _op.onnx and _op not in LOWERINGS and _family in _BY_FAMILY:
+        LOWERINGS[_op] = _BY_FAMILY[_family](_op.onnx)
 
 
 def lower_node(b: Builder, op, names: list, specs: list, attrs: dict, out: TensorSpec) -> str:

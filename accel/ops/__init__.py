@@ -1,33 +1,33 @@
 """Every accel op, declared once in the modules of this package.
 
 Primitives are what a backend must provide; composites have a reference decomposition that runs
-unless a backend registers a fused kernel. `ALL_OPS` lists them all (the op × backend table, the
-conformance suite and `accel info` read it).
+unless a backend registers a fused kernel. Each op registers itself when declared
+(`accel.core.op.REGISTRY`); this package imports every module in it (a module whose name starts
+with `_` holds helpers) and re-exports each module's public names, so a new op module or a new op
+needs no import list here. `ALL_OPS` lists the ops (the op × backend table, the conformance suite
+and `accel info` read it).
 """
 from __future__ import annotations
 
-from accel.core.op import Op
-from accel.ops.creation import (
-    arange, full, full_like, ones, ones_like, random_normal, random_uniform, zeros, zeros_like,
-)
-from accel.ops.elementwise import (
-    abs, add, cast, cos, div, eq, erf, exp, ge, gt, le, log, logical_and, logical_not, logical_or,
-    lt, maximum, minimum, mul, ne, neg, pow, rsqrt, sin, sqrt, sub, tanh, where,
-)
-from accel.ops.indexing import gather, index_copy, index_copy_inplace
-from accel.ops.linalg import matmul
-from accel.ops.movement import (
-    broadcast_to, concat, flatten, getitem, permute, reshape, slice, split, squeeze, stack,
-    transpose, unsqueeze,
-)
-from accel.ops.nn import (
-    attention, cross_entropy, embedding, gelu, layer_norm, linear, log_softmax, rms_norm, rope,
-    silu, softmax,
-)
-from accel.ops.reduction import argmax, max, mean, sum
-from accel.ops.quant import scaled_matmul
+import importlib
+import pkgutil
 
-ALL_OPS: tuple[Op, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Op))
+from accel.core.op import REGISTRY, Op
+
+
+def _public_names(module) -> dict:
+    """The module's ops and the public functions it defines (zeros, index_copy_inplace, ...);
+    the numpy references stay in their module (`op.reference` reaches them)."""
+    return {k: v for k, v in vars(module).items() if not k.startswith("_") and (
+        isinstance(v, Op) or (callable(v) and getattr(v, "__module__", None) == module.__name__
+                              and not k.endswith("_reference")))}
+
+
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        globals().update(_public_names(importlib.import_module(f"{__name__}.{_info.name}")))
+
+ALL_OPS: tuple[Op, ...] = tuple(op for op in REGISTRY.values() if op.module.startswith(__name__ + "."))
 PRIMITIVES: tuple[Op, ...] = tuple(op for op in ALL_OPS if op.is_primitive)
 COMPOSITES: tuple[Op, ...] = tuple(op for op in ALL_OPS if not op.is_primitive)
 BY_NAME: dict[str, Op] = {op.name: op for op in ALL_OPS}

@@ -18,7 +18,8 @@ from accel.ops._rules import (
     spec,
 )
 from accel.core.errors import DTypeError
-from accel.autodiff import grad_rules
+from accel import ops as _ops  # the package is still importing: used at call time
+from accel.ops._vjp_helpers import float_mask, like, needs, unbroadcast
 
 FLOATS = dt.FLOAT_DTYPES
 NUMERIC = dt.FLOAT_DTYPES + dt.INT_DTYPES
@@ -47,18 +48,64 @@ def _compare(name, reference, *, onnx=None, kind=PRIMITIVE, decompose=None):
 
 
 # --- unary ----------------------------------------------------------------------------------
-neg = _unary("neg", np.negative, onnx="Neg", vjp=grad_rules.neg, dtypes=NUMERIC, prepare=None, infer=elementwise_infer,
+neg = _unary("neg", np.negative, onnx="Neg", dtypes=NUMERIC, prepare=None, infer=elementwise_infer,
              doc="-x elementwise.")
-exp = _unary("exp", np.exp, vjp=grad_rules.exp, domain=(-10.0, 10.0), onnx="Exp", doc="e**x elementwise.")
-log = _unary("log", np.log, vjp=grad_rules.log, domain=(1e-3, 100.0), onnx="Log", doc="Natural logarithm elementwise.")
-sqrt = _unary("sqrt", np.sqrt, vjp=grad_rules.sqrt, domain=(0.0, 100.0), onnx="Sqrt", doc="Square root elementwise.")
-sin = _unary("sin", np.sin, vjp=grad_rules.sin, domain=(-6.0, 6.0), onnx="Sin", doc="Sine elementwise (radians).")
-cos = _unary("cos", np.cos, vjp=grad_rules.cos, domain=(-6.0, 6.0), onnx="Cos", doc="Cosine elementwise (radians).")
-tanh = _unary("tanh", np.tanh, vjp=grad_rules.tanh, domain=(-5.0, 5.0), onnx="Tanh", doc="Hyperbolic tangent elementwise.")
-erf = _unary("erf", np.vectorize(math.erf, otypes=[np.float64]), onnx="Erf", vjp=grad_rules.erf,
+
+
+@neg.defvjp
+def _neg_vjp(g, out, x):
+    return (_ops.neg(g),)
+exp = _unary("exp", np.exp, domain=(-10.0, 10.0), onnx="Exp", doc="e**x elementwise.")
+
+
+@exp.defvjp
+def _exp_vjp(g, out, x):
+    return (_ops.mul(g, out),)
+log = _unary("log", np.log, domain=(1e-3, 100.0), onnx="Log", doc="Natural logarithm elementwise.")
+
+
+@log.defvjp
+def _log_vjp(g, out, x):
+    return (_ops.div(g, x),)
+sqrt = _unary("sqrt", np.sqrt, domain=(0.0, 100.0), onnx="Sqrt", doc="Square root elementwise.")
+
+
+@sqrt.defvjp
+def _sqrt_vjp(g, out, x):
+    return (_ops.div(g, _ops.mul(out, 2.0)),)
+sin = _unary("sin", np.sin, domain=(-6.0, 6.0), onnx="Sin", doc="Sine elementwise (radians).")
+
+
+@sin.defvjp
+def _sin_vjp(g, out, x):
+    return (_ops.mul(g, _ops.cos(x)),)
+cos = _unary("cos", np.cos, domain=(-6.0, 6.0), onnx="Cos", doc="Cosine elementwise (radians).")
+
+
+@cos.defvjp
+def _cos_vjp(g, out, x):
+    return (_ops.neg(_ops.mul(g, _ops.sin(x))),)
+tanh = _unary("tanh", np.tanh, domain=(-5.0, 5.0), onnx="Tanh", doc="Hyperbolic tangent elementwise.")
+
+
+@tanh.defvjp
+def _tanh_vjp(g, out, x):
+    return (_ops.mul(g, _ops.sub(1.0, _ops.mul(out, out))),)
+erf = _unary("erf", np.vectorize(math.erf, otypes=[np.float64]), onnx="Erf",
              doc="Gauss error function elementwise (for exact GELU).")
-abs = _unary("abs", np.abs, onnx="Abs", vjp=grad_rules.abs, dtypes=NUMERIC, prepare=None, infer=elementwise_infer,
+
+
+@erf.defvjp
+def _erf_vjp(g, out, x):
+    return (_ops.mul(g, _ops.mul(_ops.exp(_ops.neg(_ops.mul(x, x))), 2.0 / math.sqrt(math.pi))),)
+abs = _unary("abs", np.abs, onnx="Abs", dtypes=NUMERIC, prepare=None, infer=elementwise_infer,
              doc="|x| elementwise.")
+
+
+@abs.defvjp
+def _abs_vjp(g, out, x):
+    sign = _ops.sub(float_mask(_ops.gt(x, 0.0), x), float_mask(_ops.lt(x, 0.0), x))
+    return (_ops.mul(g, sign),)  # 0 at x == 0, as torch and jax
 
 
 def _rsqrt_decomposition(x):
@@ -66,20 +113,80 @@ def _rsqrt_decomposition(x):
 
 
 rsqrt = _unary("rsqrt", lambda x: 1.0 / np.sqrt(x), domain=(1e-3, 100.0), kind=COMPOSITE,
-               decompose=_rsqrt_decomposition, vjp=grad_rules.rsqrt, doc="1/sqrt(x) elementwise.")
+               decompose=_rsqrt_decomposition, doc="1/sqrt(x) elementwise.")
+
+
+@rsqrt.defvjp
+def _rsqrt_vjp(g, out, x):
+    # d/dx x^(-1/2) = -1/2 x^(-3/2) = -1/2 out^3
+    return (_ops.mul(_ops.mul(g, -0.5), _ops.mul(out, _ops.mul(out, out))),)
 
 # --- binary ---------------------------------------------------------------------------------
-add = _binary("add", np.add, onnx="Add", vjp=grad_rules.add, dtypes=NUMERIC, doc="x + y with broadcasting.")
-sub = _binary("sub", np.subtract, onnx="Sub", vjp=grad_rules.sub, doc="x - y with broadcasting.")
-mul = _binary("mul", np.multiply, onnx="Mul", vjp=grad_rules.mul, doc="x * y with broadcasting.")
-div = _binary("div", np.divide, onnx="Div", vjp=grad_rules.div, dtypes=FLOATS, prepare=prepare_float_binary,
+add = _binary("add", np.add, onnx="Add", dtypes=NUMERIC, doc="x + y with broadcasting.")
+
+
+@add.defvjp
+def _add_vjp(g, out, x, y):
+    return (unbroadcast(g, x.shape) if needs(x) else None,
+            unbroadcast(g, y.shape) if needs(y) else None)
+sub = _binary("sub", np.subtract, onnx="Sub", doc="x - y with broadcasting.")
+
+
+@sub.defvjp
+def _sub_vjp(g, out, x, y):
+    return (unbroadcast(g, x.shape) if needs(x) else None,
+            unbroadcast(_ops.neg(g), y.shape) if needs(y) else None)
+mul = _binary("mul", np.multiply, onnx="Mul", doc="x * y with broadcasting.")
+
+
+@mul.defvjp
+def _mul_vjp(g, out, x, y):
+    return (unbroadcast(_ops.mul(g, y), x.shape) if needs(x) else None,
+            unbroadcast(_ops.mul(g, x), y.shape) if needs(y) else None)
+div = _binary("div", np.divide, onnx="Div", dtypes=FLOATS, prepare=prepare_float_binary,
               rhs_domain=(0.5, 3.0),
               doc="True division x / y with broadcasting; integer inputs give float32.")
-pow = _binary("pow", np.power, onnx="Pow", vjp=grad_rules.pow, dtypes=FLOATS, prepare=prepare_float_binary,
+
+
+@div.defvjp
+def _div_vjp(g, out, x, y):
+    gx = _ops.div(g, y)
+    return (unbroadcast(gx, x.shape) if needs(x) else None,
+            unbroadcast(_ops.neg(_ops.mul(gx, out)), y.shape) if needs(y) else None)
+pow = _binary("pow", np.power, onnx="Pow", dtypes=FLOATS, prepare=prepare_float_binary,
               domain=(0.1, 3.0), rhs_domain=(-2.0, 2.0),
               doc="x ** y with broadcasting; integer inputs give float32.")
-maximum = _binary("maximum", np.maximum, onnx="Max", vjp=grad_rules.maximum, doc="Elementwise maximum (NaN propagates).")
-minimum = _binary("minimum", np.minimum, onnx="Min", vjp=grad_rules.minimum, doc="Elementwise minimum (NaN propagates).")
+
+
+@pow.defvjp
+def _pow_vjp(g, out, x, y):
+    gx = gy = None
+    if needs(x):
+        gx = unbroadcast(_ops.mul(g, _ops.mul(y, _ops.pow(x, _ops.sub(y, 1.0)))), x.shape)
+    if needs(y):
+        # d/dy x^y = x^y log x; 0 where x == 0 (as torch), NaN for a negative base.
+        safe_log = _ops.log(_ops.where(_ops.eq(x, 0.0), 1.0, x))
+        gy = unbroadcast(_ops.mul(g, _ops.mul(out, safe_log)), y.shape)
+    return gx, gy
+maximum = _binary("maximum", np.maximum, onnx="Max", doc="Elementwise maximum (NaN propagates).")
+
+
+def _select_vjp(g, x, y, first_wins):
+    # Ties split the gradient evenly (torch and jax do the same for maximum/minimum).
+    share = _ops.add(float_mask(first_wins, g), _ops.mul(float_mask(_ops.eq(x, y), g), 0.5))
+    return (unbroadcast(_ops.mul(g, share), x.shape) if needs(x) else None,
+            unbroadcast(_ops.mul(g, _ops.sub(1.0, share)), y.shape) if needs(y) else None)
+
+
+@maximum.defvjp
+def _maximum_vjp(g, out, x, y):
+    return _select_vjp(g, x, y, _ops.gt(x, y))
+minimum = _binary("minimum", np.minimum, onnx="Min", doc="Elementwise minimum (NaN propagates).")
+
+
+@minimum.defvjp
+def _minimum_vjp(g, out, x, y):
+    return _select_vjp(g, x, y, _ops.lt(x, y))
 
 # --- comparisons and logic ------------------------------------------------------------------
 eq = _compare("eq", np.equal, onnx="Equal")
@@ -124,9 +231,15 @@ def _where_infer(cond, x, y, **_):
 
 where = Op("where", kind=PRIMITIVE, inputs=("cond", "x", "y"), infer=_where_infer,
            reference=np.where, prepare=prepare_where, dtypes=ANY, onnx="Where", exact=True,
-           vjp=grad_rules.where,
            doc="Select x where cond is True, else y, with broadcasting.",
            cases={"family": "where"})
+
+
+@where.defvjp
+def _where_vjp(g, out, cond, x, y):
+    return (None,
+            unbroadcast(_ops.where(cond, g, 0.0), x.shape) if needs(x) else None,
+            unbroadcast(_ops.where(cond, 0.0, g), y.shape) if needs(y) else None)
 
 
 # --- cast -----------------------------------------------------------------------------------
@@ -161,7 +274,6 @@ def cast_reference(x, *, dtype, saturate=False):
 cast = Op(
     "cast", kind=PRIMITIVE, inputs=("x",), attrs={"dtype": dt.float32, "saturate": False},
     infer=_cast_infer, reference=cast_reference, prepare=_prepare_cast, dtypes=ANY, onnx="Cast",
-    vjp=grad_rules.cast,
     exact=True, cases={"family": "cast"},
     doc="""Convert x to `dtype`, rounding to nearest even.
 
@@ -170,3 +282,8 @@ cast = Op(
     saturate=True (float8 targets only) finite values clamp to the largest finite value (448 for
     e4m3fn, 57344 for e5m2), as scaled float8 training recipes expect.""",
 )
+
+
+@cast.defvjp
+def _cast_vjp(g, out, x, *, dtype, saturate=False):
+    return (like(g, x) if x.dtype.is_floating else None,)

@@ -6,7 +6,8 @@ import numpy as np
 
 from accel.core import dtypes as dt
 from accel.core.errors import DTypeError, OpError, ShapeError
-from accel.autodiff import grad_rules
+from accel import ops as _ops  # the package is still importing: used at call time
+from accel.ops._vjp_helpers import like, needs, scatter_add_rows, up
 from accel.core.op import PRIMITIVE, Op
 from accel.ops._rules import normalize_axis, spec
 from accel.core.tensor import Tensor
@@ -38,11 +39,25 @@ def gather_reference(x, indices, *, axis=0):
 
 
 gather = Op("gather", kind=PRIMITIVE, inputs=("x", "indices"), attrs={"axis": 0},
-            infer=_gather_infer, reference=gather_reference, prepare=_prepare_axis, vjp=grad_rules.gather,
+            infer=_gather_infer, reference=gather_reference, prepare=_prepare_axis,
             dtypes=dt.ALL_DTYPES, exact=True, onnx="Gather", cases={"family": "gather"},
             doc="""Take entries of x along `axis` at integer `indices` (any shape): the output
             shape is x.shape[:axis] + indices.shape + x.shape[axis+1:]. Indices must lie in
             [0, x.shape[axis]); out-of-range indices are an error where the backend detects it.""")
+
+
+@gather.defvjp
+def _gather_vjp(g, out, x, indices, *, axis=0):
+    axis = axis % x.ndim
+    pre = 1
+    for d in x.shape[:axis]:
+        pre *= d
+    post = 1
+    for d in x.shape[axis + 1:]:
+        post *= d
+    g2 = _ops.reshape(g, (pre, indices.size, post))
+    gx = scatter_add_rows(up(g2), indices, x.shape[axis])
+    return (like(_ops.reshape(gx, x.shape), x), None)
 
 
 def _index_copy_infer(x, index, values, *, axis=0):
@@ -77,11 +92,20 @@ def _prepare_index_copy(args, attrs):
 
 index_copy = Op("index_copy", kind=PRIMITIVE, inputs=("x", "index", "values"), attrs={"axis": 0},
                 infer=_index_copy_infer, reference=index_copy_reference, prepare=_prepare_index_copy,
-                vjp=grad_rules.index_copy,
                 dtypes=dt.ALL_DTYPES, exact=True, onnx="ScatterElements",
                 cases={"family": "index_copy"},
                 doc="""A copy of x with x[..., index[i], ...] = values[..., i, ...] along `axis`.
                 `index` is 1-d with distinct entries (duplicates: unspecified winner).""")
+
+
+@index_copy.defvjp
+def _index_copy_vjp(g, out, x, index, values, *, axis=0):
+    gx = gv = None
+    if needs(x):  # overwritten entries get no gradient
+        gx = _ops.index_copy(g, index, _ops.zeros(values.shape, g.dtype, g.backend), axis)
+    if needs(values):
+        gv = _ops.gather(g, index, axis)
+    return gx, None, gv
 
 
 def index_copy_inplace(x: Tensor, index: Tensor, values: Tensor, axis: int = 0) -> Tensor:

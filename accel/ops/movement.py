@@ -10,7 +10,8 @@ import numpy as np
 
 from accel.core import dtypes as dt
 from accel.core.errors import OpError, ShapeError
-from accel.autodiff import grad_rules
+from accel import ops as _ops  # the package is still importing: used at call time
+from accel.ops._vjp_helpers import needs, unbroadcast
 from accel.core.op import PRIMITIVE, Op
 from accel.ops._rules import normalize_axis, require_same_dtype, spec
 from accel.core.spec import describe
@@ -60,9 +61,14 @@ def _reshape_infer(x, *, shape):
 
 
 reshape = Op("reshape", kind=PRIMITIVE, inputs=("x",), attrs={"shape": ()}, infer=_reshape_infer,
-             reference=lambda x, *, shape: np.reshape(x, shape), prepare=_prepare_reshape, vjp=grad_rules.reshape,
+             reference=lambda x, *, shape: np.reshape(x, shape), prepare=_prepare_reshape,
              dtypes=ANY, exact=True, onnx="Reshape", cases={"family": "reshape"},
              doc="Same elements in row-major order with a new shape (one dim may be -1).")
+
+
+@reshape.defvjp
+def _reshape_vjp(g, out, x, *, shape):
+    return (_ops.reshape(g, x.shape),)
 
 
 # --- permute --------------------------------------------------------------------------------
@@ -99,9 +105,17 @@ def _permute_infer(x, *, axes):
 
 
 permute = Op("permute", kind=PRIMITIVE, inputs=("x",), attrs={"axes": ()}, infer=_permute_infer,
-             reference=lambda x, *, axes: np.transpose(x, axes), prepare=_prepare_permute, vjp=grad_rules.permute,
+             reference=lambda x, *, axes: np.transpose(x, axes), prepare=_prepare_permute,
              dtypes=ANY, exact=True, onnx="Transpose", cases={"family": "permute"},
              doc="Reorder axes: output axis i is input axis axes[i].")
+
+
+@permute.defvjp
+def _permute_vjp(g, out, x, *, axes):
+    inverse = [0] * len(axes)
+    for i, a in enumerate(axes):
+        inverse[a] = i
+    return (_ops.permute(g, tuple(inverse)),)
 
 
 # --- broadcast_to ---------------------------------------------------------------------------
@@ -116,9 +130,14 @@ def _broadcast_infer(x, *, shape):
 
 broadcast_to = Op("broadcast_to", kind=PRIMITIVE, inputs=("x",), attrs={"shape": ()},
                   infer=_broadcast_infer, reference=lambda x, *, shape: np.broadcast_to(x, shape),
-                  prepare=lambda a, k: (a, {"shape": tuple(int(d) for d in k["shape"])}), vjp=grad_rules.broadcast_to,
+                  prepare=lambda a, k: (a, {"shape": tuple(int(d) for d in k["shape"])}),
                   dtypes=ANY, exact=True, onnx="Expand", cases={"family": "broadcast"},
                   doc="Repeat size-1 (or missing leading) dims to reach `shape`.")
+
+
+@broadcast_to.defvjp
+def _broadcast_to_vjp(g, out, x, *, shape):
+    return (unbroadcast(g, x.shape),)
 
 
 # --- concat ---------------------------------------------------------------------------------
@@ -147,9 +166,19 @@ def _prepare_concat(args, attrs):
 
 
 concat = Op("concat", kind=PRIMITIVE, inputs=("xs",), attrs={"axis": 0}, infer=_concat_infer,
-            reference=lambda xs, *, axis=0: np.concatenate(xs, axis=axis), prepare=_prepare_concat, vjp=grad_rules.concat,
+            reference=lambda xs, *, axis=0: np.concatenate(xs, axis=axis), prepare=_prepare_concat,
             variadic=True, dtypes=ANY, exact=True, onnx="Concat", cases={"family": "concat"},
             doc="Join a list of tensors along an existing axis.")
+
+
+@concat.defvjp
+def _concat_vjp(g, out, xs, *, axis=0):
+    grads, start = [], 0
+    for x in xs:
+        size = x.shape[axis]
+        grads.append(_ops.slice(g, (axis,), (start,), (start + size,)) if needs(x) else None)
+        start += size
+    return (grads,)
 
 
 # --- slice ----------------------------------------------------------------------------------
@@ -198,12 +227,27 @@ def _positive_ints(values: tuple) -> bool:
 
 slice = Op("slice", kind=PRIMITIVE, inputs=("x",),
            attrs={"axes": (), "starts": (), "stops": (), "steps": None},
-           infer=_slice_infer, reference=slice_reference, prepare=_prepare_slice, dtypes=ANY, vjp=grad_rules.slice,
+           infer=_slice_infer, reference=slice_reference, prepare=_prepare_slice, dtypes=ANY,
            exact=True, onnx="Slice", cases={"family": "slice"},
            doc="""x[start:stop:step] along each of `axes` (Python slicing rules, positive steps).
 
            After preparation kernels always receive one (start, stop, step) per axis of x, with
            starts/stops already clamped into range, so `x[tuple(slice(*r) ...)]` is the kernel.""")
+
+
+@slice.defvjp
+def _slice_vjp(g, out, x, *, axes, starts, stops, steps=None):
+    """Scatter g back into zeros, one sliced axis at a time (index_copy is a primitive)."""
+    steps = steps if steps is not None else (1,) * len(axes)
+    for a, start, stop, step in zip(axes, starts, stops, steps):
+        a = a % x.ndim
+        if (start, stop, step) == (0, x.shape[a], 1):
+            continue
+        shape = list(g.shape)
+        shape[a] = x.shape[a]
+        index = _ops.arange(start, stop, step, backend=g.backend)
+        g = _ops.index_copy(_ops.zeros(tuple(shape), g.dtype, g.backend), index, g, a)
+    return (g,)
 
 
 # --- helpers built on the primitives (not ops of their own) ---------------------------------

@@ -12,7 +12,8 @@ import numpy as np
 
 from accel.core import dtypes as dt
 from accel.core.errors import DTypeError, ShapeError
-from accel.autodiff import grad_rules
+from accel import ops as _ops  # the package is still importing: used at call time
+from accel.ops._vjp_helpers import like, needs, scatter_add_rows, unbroadcast, up
 from accel.core.op import COMPOSITE, Op
 from accel.ops._rules import (
     broadcast_shapes, normalize_axis, prepare_float_unary, require_float, require_same_dtype, spec,
@@ -27,11 +28,6 @@ from accel.ops.movement import broadcast_to, concat, reshape, slice, transpose, 
 from accel.ops.reduction import max, mean, sum
 
 FLOATS = dt.FLOAT_DTYPES
-
-
-def _up(x):
-    """float32 working copy of a low-precision tensor (float64/float32 stay as they are)."""
-    return cast(x, dt.float32) if x.dtype in dt.LOW_PRECISION else x
 
 
 def _down(y, dtype):
@@ -59,14 +55,14 @@ def _prepare_axis(args, attrs):
 
 # --- softmax family -------------------------------------------------------------------------
 def _softmax_decomposition(x, axis=-1):
-    xf = _up(x)
+    xf = up(x)
     shifted = sub(xf, max(xf, axis, True))
     e = exp(shifted)
     return _down(div(e, sum(e, axis, True)), x.dtype)
 
 
 def _log_softmax_decomposition(x, axis=-1):
-    xf = _up(x)
+    xf = up(x)
     shifted = sub(xf, max(xf, axis, True))
     return _down(sub(shifted, log(sum(exp(shifted), axis, True))), x.dtype)
 
@@ -86,30 +82,51 @@ def log_softmax_reference(x, *, axis=-1):
 
 softmax = Op("softmax", kind=COMPOSITE, inputs=("x",), attrs={"axis": -1},
              infer=_axis_same_as_input, reference=softmax_reference,
-             decompose=_softmax_decomposition, prepare=_prepare_axis, dtypes=FLOATS, vjp=grad_rules.softmax,
+             decompose=_softmax_decomposition, prepare=_prepare_axis, dtypes=FLOATS,
              accumulating=True, onnx="Softmax", cases={"family": "softmax"},
              doc="exp(x) / sum(exp(x)) along `axis`, computed stably (max subtracted).")
+
+
+@softmax.defvjp
+def _softmax_vjp(g, out, x, *, axis=-1):
+    s, gu = up(out), up(g)
+    return (like(_ops.mul(s, _ops.sub(gu, _ops.sum(_ops.mul(gu, s), axis, True))), x),)
 log_softmax = Op("log_softmax", kind=COMPOSITE, inputs=("x",), attrs={"axis": -1},
                  infer=_axis_same_as_input, reference=log_softmax_reference,
-                 decompose=_log_softmax_decomposition, prepare=_prepare_axis, dtypes=FLOATS, vjp=grad_rules.log_softmax,
+                 decompose=_log_softmax_decomposition, prepare=_prepare_axis, dtypes=FLOATS,
                  accumulating=True, onnx="LogSoftmax", cases={"family": "softmax"},
                  doc="log(softmax(x)) along `axis`, computed stably.")
 
 
+@log_softmax.defvjp
+def _log_softmax_vjp(g, out, x, *, axis=-1):
+    gu = up(g)
+    return (like(_ops.sub(gu, _ops.mul(_ops.exp(up(out)), _ops.sum(gu, axis, True))), x),)
+
+
 # --- activations ----------------------------------------------------------------------------
 def _silu_decomposition(x):
-    xf = _up(x)
+    xf = up(x)
     return _down(div(xf, add(exp(neg(xf)), 1.0)), x.dtype)
 
 
 silu = Op("silu", kind=COMPOSITE, inputs=("x",), infer=_same_as_input,
-          reference=lambda x: x / (1.0 + np.exp(-x)), decompose=_silu_decomposition, vjp=grad_rules.silu,
+          reference=lambda x: x / (1.0 + np.exp(-x)), decompose=_silu_decomposition,
           prepare=prepare_float_unary, dtypes=FLOATS, cases={"family": "unary", "domain": (-8.0, 8.0)},
           doc="x * sigmoid(x) (SiLU / swish), the Llama MLP activation.")
 
 
+@silu.defvjp
+def _silu_vjp(g, out, x):
+    xf = up(x)
+    s = _ops.div(1.0, _ops.add(_ops.exp(_ops.neg(xf)), 1.0))
+    # d/dx x*s(x) = s + x*s*(1-s)
+    local = _ops.mul(s, _ops.add(_ops.mul(xf, _ops.sub(1.0, s)), 1.0))
+    return (like(_ops.mul(up(g), local), x),)
+
+
 def _gelu_decomposition(x, approximate="none"):
-    xf = _up(x)
+    xf = up(x)
     if approximate == "tanh":
         inner = mul(add(xf, mul(mul(mul(xf, xf), xf), 0.044715)), math.sqrt(2.0 / math.pi))
         y = mul(mul(xf, 0.5), add(tanh(inner), 1.0))
@@ -156,7 +173,7 @@ def _norm_infer(x, weight=None, bias=None, *, eps=1e-6):
 
 
 def _rms_norm_decomposition(x, weight=None, eps=1e-6):
-    xf = _up(x)
+    xf = up(x)
     y = mul(xf, rsqrt(add(mean(mul(xf, xf), -1, True), eps)))
     y = _down(y, x.dtype)  # as Hugging Face Llama: normalise in float32, round, then scale
     return y if weight is None else mul(y, weight)
@@ -169,14 +186,34 @@ def rms_norm_reference(x, weight=None, *, eps=1e-6):
 
 
 rms_norm = Op("rms_norm", kind=COMPOSITE, inputs=("x", "weight"), attrs={"eps": 1e-6}, optional=("weight",),
-              infer=_norm_infer, reference=rms_norm_reference, decompose=_rms_norm_decomposition, vjp=grad_rules.rms_norm,
+              infer=_norm_infer, reference=rms_norm_reference, decompose=_rms_norm_decomposition,
               prepare=prepare_float_unary, dtypes=FLOATS, accumulating=True,
               onnx="RMSNormalization", cases={"family": "norm", "bias": False},
               doc="x / sqrt(mean(x², last axis) + eps) * weight (weight may be None).")
 
 
+@rms_norm.defvjp
+def _rms_norm_vjp(g, out, x, weight=None, *, eps=1e-6):
+    xf, gu = up(x), up(g)
+    r = _ops.rsqrt(_ops.add(_ops.mean(_ops.mul(xf, xf), -1, True), eps))
+    xhat = _ops.mul(xf, r)
+    gw = None
+    if weight is not None and needs(weight):
+        # forward rounds xhat to x's dtype before scaling (as HF Llama)
+        xhat_rounded = up(like(xhat, x))
+        lead = tuple(range(x.ndim - 1))
+        prod = _ops.mul(gu, xhat_rounded)
+        gw = like(_ops.sum(prod, lead) if lead else prod, weight)
+    gx = None
+    if needs(x):
+        gy = gu if weight is None else _ops.mul(gu, up(weight))
+        inner = _ops.mean(_ops.mul(gy, xhat), -1, True)
+        gx = like(_ops.mul(r, _ops.sub(gy, _ops.mul(xhat, inner))), x)
+    return gx, gw
+
+
 def _layer_norm_decomposition(x, weight=None, bias=None, eps=1e-5):
-    xf = _up(x)
+    xf = up(x)
     centered = sub(xf, mean(xf, -1, True))
     y = mul(centered, rsqrt(add(mean(mul(centered, centered), -1, True), eps)))
     y = _down(y, x.dtype)
@@ -223,7 +260,7 @@ def _rope_infer(x, cos, sin):
 def _rope_decomposition(x, cos, sin):
     # float32 inside, one rounding at the end: x*cos + rot*sin cancels, and three low-precision
     # roundings made fp16 results miss rtol 1e-3 (found by conformance).
-    xf, cos, sin = _up(x), _up(cos), _up(sin)
+    xf, cos, sin = up(x), up(cos), up(sin)
     half = x.shape[-1] // 2
     last = x.ndim - 1
     x1 = slice(xf, (last,), (0,), (half,))
@@ -239,11 +276,33 @@ def rope_reference(x, cos, sin):
 
 
 rope = Op("rope", kind=COMPOSITE, inputs=("x", "cos", "sin"), infer=_rope_infer,
-          reference=rope_reference, decompose=_rope_decomposition, prepare=prepare_float_unary, vjp=grad_rules.rope,
+          reference=rope_reference, decompose=_rope_decomposition, prepare=prepare_float_unary,
           dtypes=FLOATS, onnx="RotaryEmbedding", cases={"family": "rope"},
           doc="""Rotary position embedding, "rotate half" convention (Hugging Face Llama):
           x * cos + rotate_half(x) * sin, with rotate_half(x) = concat(-x[..., D/2:], x[..., :D/2]).
           cos/sin hold the per-position angles, already duplicated to the full head dim.""")
+
+
+def _rotate(x: Tensor, sign_first: float) -> Tensor:
+    half = x.shape[-1] // 2
+    last = x.ndim - 1
+    x1 = _ops.slice(x, (last,), (0,), (half,))
+    x2 = _ops.slice(x, (last,), (half,), (2 * half,))
+    if sign_first < 0:
+        return _ops.concat([_ops.neg(x2), x1], -1)   # rotate_half
+    return _ops.concat([x2, _ops.neg(x1)], -1)       # its transpose
+
+
+@rope.defvjp
+def _rope_vjp(g, out, x, cos, sin):
+    gx = gc = gs = None
+    if needs(x):
+        gx = _ops.add(_ops.mul(g, cos), _rotate(_ops.mul(g, sin), +1.0))
+    if needs(cos):
+        gc = unbroadcast(_ops.mul(g, x), cos.shape)
+    if needs(sin):
+        gs = unbroadcast(_ops.mul(g, _rotate(x, -1.0)), sin.shape)
+    return gx, gc, gs
 
 
 # --- attention ------------------------------------------------------------------------------
@@ -280,7 +339,7 @@ def _attention_decomposition(q, k, v, mask=None, causal=False, scale=None):
     hk, s = k.shape[1], k.shape[2]
     groups = hq // hk
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    qf, kf, vf = _up(q), _up(k), _up(v)
+    qf, kf, vf = up(q), up(k), up(v)
     # Grouped-query attention without copying K/V: fold the query groups into their own axis.
     q5 = reshape(qf, (b, hk, groups * t, d))                                  # (B, Hkv, G*T, D)
     scores = mul(matmul(q5, transpose(kf, -1, -2)), scale)                    # (B, Hkv, G*T, S)
@@ -330,7 +389,7 @@ def attention_reference(q, k, v, mask=None, *, causal=False, scale=None):
 attention = Op(
     "attention", kind=COMPOSITE, inputs=("q", "k", "v", "mask"), optional=("mask",),
     attrs={"causal": False, "scale": None}, infer=_attention_infer, reference=attention_reference,
-    decompose=_attention_decomposition, prepare=prepare_float_unary, dtypes=FLOATS, vjp=grad_rules.attention,
+    decompose=_attention_decomposition, prepare=prepare_float_unary, dtypes=FLOATS,
     accumulating=True, onnx="Attention", cases={"family": "attention"},
     doc="""Scaled dot-product attention with grouped-query heads.
 
@@ -339,6 +398,48 @@ attention = Op(
     (top-left aligned, as torch's is_causal); with a static KV cache pass an explicit mask built
     from positions instead. scale defaults to 1/sqrt(D). A fully masked row outputs zeros.""",
 )
+
+
+@attention.defvjp
+def _attention_vjp(g, out, q, k, v, mask=None, *, causal=False, scale=None):
+    """Recompute the attention weights P, then dV = Pᵀ dO, dS = P ∘ (dP − rowsum(dP ∘ P)),
+    dQ = dS K · scale, dK = dSᵀ Q · scale, with the query groups of GQA folded as in forward."""
+    b, hq, t, d = q.shape
+    hk, s = k.shape[1], k.shape[2]
+    dv = v.shape[3]
+    groups = hq // hk
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    qf, kf, vf = up(q), up(k), up(v)
+    q5 = _ops.reshape(qf, (b, hk, groups * t, d))                                     # (B, Hkv, G*T, D)
+    scores = _ops.reshape(_ops.mul(_ops.matmul(q5, _ops.transpose(kf, -1, -2)), scale), (b, hq, t, s))
+    allowed = None
+    if mask is not None:
+        allowed = _ops.broadcast_to(mask, (b, hq, t, s))
+    if causal:
+        rows = _ops.reshape(_ops.arange(t, backend=q.backend), (t, 1))
+        cols = _ops.reshape(_ops.arange(s, backend=q.backend), (1, s))
+        tri = _ops.broadcast_to(_ops.ge(rows, cols), (b, hq, t, s))
+        allowed = tri if allowed is None else _ops.logical_and(allowed, tri)
+    if allowed is not None:
+        scores = _ops.where(allowed, scores, float("-inf"))
+    row_max = _ops.max(scores, -1, True)
+    row_max = _ops.where(_ops.eq(row_max, float("-inf")), 0.0, row_max)
+    weights = _ops.exp(_ops.sub(scores, row_max))
+    denom = _ops.sum(weights, -1, True)
+    p5 = _ops.reshape(_ops.div(weights, _ops.where(_ops.eq(denom, 0.0), 1.0, denom)),
+                      (b, hk, groups * t, s))                                          # (B, Hkv, G*T, S)
+    go5 = _ops.reshape(up(g), (b, hk, groups * t, dv))                               # (B, Hkv, G*T, Dv)
+    gq = gk = gv = None
+    if needs(v):
+        gv = like(_ops.matmul(_ops.transpose(p5, -1, -2), go5), v)                     # (B, Hkv, S, Dv)
+    if needs(q) or needs(k):
+        dp = _ops.matmul(go5, _ops.transpose(vf, -1, -2))                             # (B, Hkv, G*T, S)
+        ds = _ops.mul(p5, _ops.sub(dp, _ops.sum(_ops.mul(dp, p5), -1, True)))
+        if needs(q):
+            gq = like(_ops.reshape(_ops.mul(_ops.matmul(ds, kf), scale), (b, hq, t, d)), q)
+        if needs(k):
+            gk = like(_ops.mul(_ops.matmul(_ops.transpose(ds, -1, -2), q5), scale), k)  # (B, Hkv, S, D)
+    return gq, gk, gv, None
 
 
 # --- embedding, linear, cross-entropy -------------------------------------------------------
@@ -354,9 +455,17 @@ def _embedding_infer(weight, ids):
 
 embedding = Op("embedding", kind=COMPOSITE, inputs=("weight", "ids"), infer=_embedding_infer,
                reference=lambda weight, ids: np.take(weight, ids, axis=0, mode="raise"),
-               decompose=lambda weight, ids: gather(weight, ids, 0), dtypes=FLOATS, exact=True, vjp=grad_rules.embedding,
+               decompose=lambda weight, ids: gather(weight, ids, 0), dtypes=FLOATS, exact=True,
                onnx="Gather", cases={"family": "embedding"},
                doc="Rows of `weight` (vocab, dim) at integer `ids`: output ids.shape + (dim,).")
+
+
+@embedding.defvjp
+def _embedding_vjp(g, out, weight, ids):
+    dim = weight.shape[1]
+    g2 = _ops.reshape(up(g), (1, -1, dim))                                         # (1, N, D)
+    gw = _ops.reshape(scatter_add_rows(g2, ids, weight.shape[0]), weight.shape)   # (V, D)
+    return like(gw, weight), None
 
 
 def _linear_infer(x, weight, bias=None):
@@ -379,9 +488,23 @@ def _linear_decomposition(x, weight, bias=None):
 
 linear = Op("linear", kind=COMPOSITE, inputs=("x", "weight", "bias"), optional=("bias",), infer=_linear_infer,
             reference=lambda x, weight, bias=None: x @ weight.T + (0.0 if bias is None else bias),
-            decompose=_linear_decomposition, prepare=prepare_float_unary, dtypes=FLOATS, vjp=grad_rules.linear,
+            decompose=_linear_decomposition, prepare=prepare_float_unary, dtypes=FLOATS,
             accumulating=True, onnx="Gemm", cases={"family": "linear"},
             doc="x @ weight.T + bias, weight stored (out_features, in_features) as in torch/HF.")
+
+
+@linear.defvjp
+def _linear_vjp(g, out, x, weight, bias=None):
+    n_out, n_in = weight.shape
+    gx = gw = gb = None
+    if needs(x):
+        gx = _ops.matmul(g, weight)                                                 # (..., in)
+    g2 = _ops.reshape(g, (-1, n_out))                                               # (N, out)
+    if needs(weight):
+        gw = _ops.matmul(_ops.transpose(g2, 0, 1), _ops.reshape(x, (-1, n_in)))   # (out, in)
+    if bias is not None and needs(bias):
+        gb = _ops.sum(g2, 0)
+    return gx, gw, gb
 
 
 def _cross_entropy_infer(logits, targets, *, ignore_index=-100, reduction="mean"):
@@ -400,7 +523,7 @@ def _cross_entropy_infer(logits, targets, *, ignore_index=-100, reduction="mean"
 
 def _cross_entropy_decomposition(logits, targets, ignore_index=-100, reduction="mean"):
     c = logits.shape[-1]
-    logp = log_softmax(_up(logits), -1)
+    logp = log_softmax(up(logits), -1)
     classes = arange(c, dtype=targets.dtype, backend=logits.backend)
     hit = eq(unsqueeze(targets, -1), classes)                                  # (..., C)
     picked = sum(where(hit, logp, 0.0), -1)                                    # (...)
@@ -432,7 +555,7 @@ def cross_entropy_reference(logits, targets, *, ignore_index=-100, reduction="me
 cross_entropy = Op(
     "cross_entropy", kind=COMPOSITE, inputs=("logits", "targets"),
     attrs={"ignore_index": -100, "reduction": "mean"}, infer=_cross_entropy_infer,
-    reference=cross_entropy_reference, decompose=_cross_entropy_decomposition, vjp=grad_rules.cross_entropy,
+    reference=cross_entropy_reference, decompose=_cross_entropy_decomposition,
     prepare=prepare_float_unary, dtypes=FLOATS, accumulating=True,
     onnx="SoftmaxCrossEntropyLoss", cases={"family": "cross_entropy"},
     doc="""Softmax cross-entropy of logits (..., C) against integer targets (...).
@@ -440,4 +563,19 @@ cross_entropy = Op(
     Targets equal to ignore_index add nothing; 'mean' divides by the number of other targets
     (NaN when every target is ignored, as torch). reduction: 'mean' | 'sum' | 'none'.""",
 )
+
+
+@cross_entropy.defvjp
+def _cross_entropy_vjp(g, out, logits, targets, *, ignore_index=-100, reduction="mean"):
+    lf = up(logits)
+    probs = _ops.softmax(lf, -1)
+    classes = _ops.arange(logits.shape[-1], dtype=targets.dtype, backend=logits.backend)
+    onehot = _ops.cast(_ops.eq(_ops.unsqueeze(targets, -1), classes), lf.dtype)    # (..., C)
+    valid = _ops.cast(_ops.ne(targets, ignore_index), lf.dtype)                      # (...)
+    gu = up(g)
+    if reduction == "mean":
+        coef = _ops.mul(valid, _ops.div(gu, _ops.sum(valid)))
+    else:  # 'sum' broadcasts the scalar cotangent, 'none' has one per target
+        coef = _ops.mul(valid, gu)
+    return like(_ops.mul(_ops.sub(probs, onehot), _ops.unsqueeze(coef, -1)), logits), None
 

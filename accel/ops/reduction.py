@@ -5,7 +5,8 @@ import numpy as np
 
 from accel.core import dtypes as dt
 from accel.core.errors import DTypeError
-from accel.autodiff import grad_rules
+from accel import ops as _ops  # the package is still importing: used at call time
+from accel.ops._vjp_helpers import float_mask, keep_shape, reduced_count
 from accel.core.op import COMPOSITE, PRIMITIVE, Op
 from accel.ops._rules import normalize_axes, normalize_axis, spec
 
@@ -78,19 +79,39 @@ def _argmax_reference(x, *, axis=-1, keepdims=False):
 
 sum = Op("sum", kind=PRIMITIVE, inputs=("x",), attrs={"axis": None, "keepdims": False},
          infer=_sum_infer, reference=lambda x, *, axis=None, keepdims=False: np.sum(x, axis=axis, keepdims=keepdims),
-         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, accumulating=True, vjp=grad_rules.sum,
+         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, accumulating=True,
          onnx="ReduceSum", cases={"family": "reduce"},
          doc="Sum over `axis` (None: all axes); floats accumulate in at least float32.")
+
+
+@sum.defvjp
+def _sum_vjp(g, out, x, *, axis=None, keepdims=False):
+    return (_ops.broadcast_to(_ops.reshape(g, keep_shape(x.shape, axis)), x.shape),)
 max = Op("max", kind=PRIMITIVE, inputs=("x",), attrs={"axis": None, "keepdims": False},
          infer=_max_infer, reference=lambda x, *, axis=None, keepdims=False: np.max(x, axis=axis, keepdims=keepdims),
-         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, exact=True, vjp=grad_rules.max,
+         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, exact=True,
          onnx="ReduceMax", cases={"family": "reduce", "nonempty": True},
          doc="Maximum over `axis` (None: all axes); NaN propagates.")
+
+
+@max.defvjp
+def _max_vjp(g, out, x, *, axis=None, keepdims=False):
+    keep = keep_shape(x.shape, axis)
+    hit = float_mask(_ops.eq(x, _ops.reshape(out, keep)), g)  # ties share the gradient evenly
+    count = _ops.sum(hit, axis, True)
+    return (_ops.mul(hit, _ops.div(_ops.reshape(g, keep), count)),)
 mean = Op("mean", kind=COMPOSITE, inputs=("x",), attrs={"axis": None, "keepdims": False},
           infer=_mean_infer, reference=lambda x, *, axis=None, keepdims=False: np.mean(x, axis=axis, keepdims=keepdims),
-          decompose=_mean_decomposition, prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES, vjp=grad_rules.mean,
+          decompose=_mean_decomposition, prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES,
           accumulating=True, onnx="ReduceMean", cases={"family": "reduce", "nonempty": True},
           doc="Mean over `axis` (None: all axes).")
+
+
+@mean.defvjp
+def _mean_vjp(g, out, x, *, axis=None, keepdims=False):
+    count = reduced_count(x.shape, axis)
+    scaled = _ops.mul(_ops.reshape(g, keep_shape(x.shape, axis)), 1.0 / count if count else 0.0)
+    return (_ops.broadcast_to(scaled, x.shape),)
 argmax = Op("argmax", kind=PRIMITIVE, inputs=("x",), attrs={"axis": -1, "keepdims": False},
             infer=_argmax_infer, reference=_argmax_reference, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES,
             exact=True, onnx="ArgMax", cases={"family": "argmax"},
