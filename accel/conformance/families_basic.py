@@ -57,6 +57,24 @@ def unary(op, dtype, params):
                        lambda rng: ((Values(rng, dtype).small(shape),), a))
 
 
+# Collectives work along axis 0 (no 0-d input); in one process they are the identity, across
+# processes tests/distributed checks them against the references over every rank's input.
+COLLECTIVE_SHAPES = ((1,), (0,), (2, 0, 3), (5, 7), (1, 13, 1), (273,))
+
+
+@family("collective")
+def collective(op, dtype, params):
+    for attrs in params.get("attrs") or [{}]:
+        a = dict(attrs)
+        for shape in COLLECTIVE_SHAPES:
+            yield Spec(_label(shape=shape, **a),
+                       lambda rng, s=shape: ((Values(rng, dtype).uniform(s, -3.0, 3.0),), a))
+        if dtype.is_floating:
+            yield Spec(_label(shape=(11, 13), values="special", **a),
+                       lambda rng: ((Values(rng, dtype).inject(Values(rng, dtype).uniform((11, 13), -3.0, 3.0),
+                                                               specials_for(dtype)),), a))
+
+
 # --- binary -----------------------------------------------------------------------------------
 @family("binary")
 def binary(op, dtype, params):

@@ -36,6 +36,9 @@ class Capabilities:
     dtypes: frozenset[str]
     op_dtypes: Mapping[str, frozenset[str]] = field(default_factory=dict)
     facts: Mapping[str, Any] = field(default_factory=dict)
+    # The torch.distributed library this backend's tensors use (gloo, nccl, hccl ...); None:
+    # no collective path (docs/distributed.md).
+    collective_backend: str | None = None
 
 
 class ScalarCache:
@@ -123,6 +126,17 @@ class Backend:
         bookkeeping inside it (torch.inference_mode). Default: nothing to switch."""
         return contextlib.nullcontext()
 
+    # Optional: the torch.distributed library (gloo, nccl, hccl, cncl, mccl, xccl ...) that runs
+    # collectives on this backend's arrays; None means the backend has no collective path. Host
+    # memory backends say "gloo"; a device backend may set it per instance (by device type).
+    collective_backend: str | None = None
+
+    def torch_view(self, native):
+        """Optional: a torch.Tensor sharing memory with `native` that torch.distributed can hand
+        to `collective_backend` directly (torch device backends); None (default): collectives go
+        through `to_numpy`/`from_numpy` on gloo, the transfers counted as usual."""
+        return None
+
     def runs_on_host(self) -> bool:
         """True when the arrays live in host memory and the host CPU computes them (numpy,
         torch:cpu, a simulator). Benchmarks share one host roofline among such backends; an
@@ -145,6 +159,7 @@ class Backend:
             dtypes=frozenset(d.name for d in self.dtypes),
             op_dtypes={op.name: frozenset(d.name for d in ds) for op, ds in self.op_dtypes.items()},
             facts=self.device_facts(),
+            collective_backend=self.collective_backend,
         )
 
     # --- graph compilation (issue: accel.compile); None means "use the interpreter" --------

@@ -44,3 +44,11 @@ class UnsupportedError(OpError):
 
 class ModelError(AccelError):
     """A model directory, config, checkpoint or tokenizer is missing or inconsistent."""
+
+
+class DistributedError(AccelError):
+    """A multi-process job is misconfigured: ranks disagree, no collective path, bad launch."""
+
+
+class CollectiveError(DistributedError):
+    """A collective failed or timed out; the message names the op and the ranks involved."""

@@ -51,6 +51,9 @@ class JaxBackend(Backend):
             raise BackendError(f"jax has no {platform} device {i}; it reports {len(found)}",
                                hint="see `accel info --backend jax`")
         self.jax_device = found[i]
+        # Host arrays join gloo through a host view; jax's own device collectives are not
+        # torch.distributed's, so an accelerator device has no collective path here.
+        self.collective_backend = "gloo" if self.jax_device.platform == "cpu" else None
         self.scalar = ScalarCache(self._make_scalar)  # jax arrays are immutable: safe to share
         precision = os.environ.get("ACCEL_JAX_MATMUL_PRECISION")
         if precision:
@@ -110,7 +113,7 @@ class JaxBackend(Backend):
                 facts["memory_bytes"] = stats["bytes_limit"]
         except Exception:  # memory_stats is not implemented on every platform
             pass
-        facts["collective_backend"] = "nccl" if d.platform == "gpu" else "xla"
+        facts["collective_backend"] = self.collective_backend
         return facts
 
     # --- graphs ----------------------------------------------------------------------------

@@ -47,6 +47,7 @@ _UNSET: Any = object()
 class NpuSimBackend(Backend):
     name = "npusim"
     priority = -10  # a simulator is never what auto-detect should pick
+    collective_backend = "gloo"  # through the host link: each collective is a counted d2h + h2d
     kernels: dict[Op, Callable] = {}  # per instance, from the profile
 
     @classmethod

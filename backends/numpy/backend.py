@@ -90,6 +90,7 @@ class NumpyBackend(Backend):
     is_reference = True
     cpu_only = True
     priority = -1
+    collective_backend = "gloo"  # host memory: torch.distributed's gloo over zero-copy views
 
     kernels = {
         ops.full: _full,
@@ -151,7 +152,7 @@ class NumpyBackend(Backend):
         import os
 
         return {"device_count": 1, "device_name": "host CPU (numpy)", "cpu_count": os.cpu_count(),
-                "numpy": np.__version__, "collective_backend": "gloo"}
+                "numpy": np.__version__, "collective_backend": self.collective_backend}
 
 
 _DTYPES = {}

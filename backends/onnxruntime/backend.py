@@ -144,6 +144,7 @@ class OnnxRuntimeBackend(Backend):
     priority = 10
     kernels: dict = {}       # filled below from the support table
     op_dtypes: dict = {}
+    collective_backend = "gloo"  # eager arrays are numpy arrays in host memory
 
     def __init__(self, device: str | None = None):
         super().__init__(device)

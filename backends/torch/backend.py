@@ -112,6 +112,7 @@ class TorchBackend(Backend):
         super().__init__(self._normalize(device or self.default_device()))
         self.torch_device = torch.device(self.device)
         self.device_type = self.torch_device.type
+        self.collective_backend = DEVICE_TYPES.get(self.device_type, (None, "gloo"))[1]
         self._pin_precision()
         self.native_scaled_mm = self._has_float8_gemm()
         self.kernels = K.kernels_for(self.torch_device, native_scaled_mm=self.native_scaled_mm)
@@ -227,6 +228,9 @@ class TorchBackend(Backend):
         return t
 
     # --- device facts (DeepSpeed accelerator style) -----------------------------------------
+    def torch_view(self, native):
+        return native  # already a torch.Tensor: torch.distributed takes it as it is
+
     def synchronize(self) -> None:
         module = self._device_module()
         if module is not None:
@@ -248,7 +252,7 @@ class TorchBackend(Backend):
             facts.update(_cpu_facts())
         else:
             facts.update(_accelerator_facts(module, self.torch_device))
-        facts["collective_backend"] = DEVICE_TYPES.get(self.device_type, (None, "gloo"))[1]
+        facts["collective_backend"] = self.collective_backend
         facts["float32_matmul"] = "tf32 allowed" if torch.backends.cuda.matmul.allow_tf32 else "ieee float32"
         facts["float16_bfloat16"] = "native (float32 internal math / accumulation)"
         facts["float8"] = "storage, casts and data movement native; arithmetic emulated through float32"
