@@ -7,14 +7,24 @@
     OUT/latest                                  name of the newest complete checkpoint
 
 Every file goes into a temporary directory first, which is renamed into place once complete;
-`latest` is replaced atomically after that. A crash leaves the previous checkpoint intact.
-safetensors holds no code (no pickle), so a checkpoint loads on any backend.
+`latest` is replaced atomically after that. A crash leaves the previous checkpoint intact; a
+crash between the rename and `latest` leaves a complete checkpoint that `find_checkpoint` finds
+by itself (it scans for the newest complete one and treats `latest` as a hint only), and
+leftover temporary directories are removed by `clean_partial` when the next run starts.
+Non-finite weights or moments are never written (accel/train/health.py). The newest `keep`
+checkpoints stay, so a diverged run can be rolled back to an earlier one.
+
+The files are keyed by parameter name and hold the whole state whatever the number of ranks
+that wrote them (ZeRO shards are gathered first), so a checkpoint resumes on any world size
+and any backend. One rank writes.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import tempfile
 
 from accel.io import safetensors as st
@@ -22,6 +32,10 @@ from accel.core.errors import ModelError
 from accel.autodiff.optim import AdamState
 
 LATEST = "latest"
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+REQUIRED = ("model.safetensors", "optimizer.safetensors")
+# Fault injection for tests: "mid-save:STEP" or "before-latest:STEP" SIGKILLs this process there.
+CRASH_ENV = "ACCEL_TRAIN_CRASH"
 
 
 def _umask() -> int:
@@ -47,10 +61,23 @@ def _atomic_write_text(path: str, text: str) -> None:
         raise
 
 
+def _crash_point(point: str, step: int) -> None:
+    if os.environ.get(CRASH_ENV) == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def save_checkpoint(out_dir: str, step: int, params: dict, opt_state: AdamState, state: dict,
-                    files: dict[str, str] | None = None, keep: int = 2) -> str:
+                    files: dict[str, str] | None = None, keep: int = 3) -> str:
     """Write checkpoint `step` under out_dir; `files` maps names to text files to copy in
-    (config.json, tokenizer.json). Keeps the newest `keep` checkpoints. Returns its path."""
+    (config.json, tokenizer.json). Keeps the newest `keep` checkpoints. Returns its path.
+    Raises DivergenceError, writing nothing, if a weight or moment is NaN or infinite."""
+    from accel.train.health import check_finite
+
+    weights = {k: v.numpy() for k, v in params.items()}
+    moments = {f"m.{k}": v.numpy() for k, v in opt_state.m.items()}
+    moments.update({f"v.{k}": v.numpy() for k, v in opt_state.v.items()})
+    check_finite(step, "weight", weights)
+    check_finite(step, "optimizer moment", moments)
     os.makedirs(out_dir, exist_ok=True)
     name = f"checkpoint-{step:06d}"
     final = os.path.join(out_dir, name)
@@ -58,9 +85,8 @@ def save_checkpoint(out_dir: str, step: int, params: dict, opt_state: AdamState,
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         meta = {"step": str(step), "format": "accel-train-1"}
-        st.save_safetensors(os.path.join(tmp, "model.safetensors"), params, meta)
-        moments = {f"m.{k}": v for k, v in opt_state.m.items()}
-        moments.update({f"v.{k}": v for k, v in opt_state.v.items()})
+        st.save_safetensors(os.path.join(tmp, "model.safetensors"), weights, meta)
+        _crash_point("mid-save", step)
         st.save_safetensors(os.path.join(tmp, "optimizer.safetensors"), moments,
                             {**meta, "optimizer_step": str(opt_state.step)})
         for target, text in (files or {}).items():
@@ -72,34 +98,83 @@ def save_checkpoint(out_dir: str, step: int, params: dict, opt_state: AdamState,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _crash_point("before-latest", step)
     _atomic_write_text(os.path.join(out_dir, LATEST), name + "\n")
-    old = sorted(d for d in os.listdir(out_dir) if d.startswith("checkpoint-") and d != name
-                 and os.path.isdir(os.path.join(out_dir, d)))
-    for stale in old[:max(0, len(old) - (keep - 1))]:
+    for stale in complete_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(os.path.join(out_dir, stale), ignore_errors=True)
     return final
 
 
+def complete_checkpoints(out_dir: str) -> list[str]:
+    """Names of the complete checkpoint directories in out_dir, oldest first."""
+    if not os.path.isdir(out_dir):
+        return []
+    found = []
+    for name in os.listdir(out_dir):
+        match = CHECKPOINT.match(name)
+        folder = os.path.join(out_dir, name)
+        if match and all(os.path.isfile(os.path.join(folder, f)) for f in (*REQUIRED, STATE)):
+            found.append((int(match.group(1)), name))
+    return [name for _, name in sorted(found)]
+
+
+def clean_partial(out_dir: str) -> list[str]:
+    """Remove temporary directories and files a killed save left behind; returns their names."""
+    if not os.path.isdir(out_dir):
+        return []
+    removed = []
+    for name in os.listdir(out_dir):
+        if name.startswith(".checkpoint-") or name.startswith(".tmp-"):
+            target = os.path.join(out_dir, name)
+            shutil.rmtree(target, ignore_errors=True) if os.path.isdir(target) else os.unlink(target)
+            removed.append(name)
+    return removed
+
+
+def is_run_dir(path: str) -> bool:
+    """Does `path` hold an earlier training run (checkpoints, a latest pointer, training.json)?"""
+    return os.path.isdir(path) and any(
+        CHECKPOINT.match(n) or n in (LATEST, "training.json") or n.startswith(".checkpoint-")
+        for n in os.listdir(path))
+
+
 def find_checkpoint(path: str) -> str:
-    """A checkpoint directory, or a training output directory (its newest checkpoint)."""
+    """A checkpoint directory, or a training output directory: its newest complete checkpoint,
+    found by scanning (a missing or dangling `latest` pointer does not matter)."""
     if os.path.isfile(os.path.join(path, STATE)):
         return path
-    latest = os.path.join(path, LATEST)
-    if os.path.isfile(latest):
-        with open(latest, encoding="utf-8") as f:
-            found = os.path.join(path, f.read().strip())
-        if os.path.isfile(os.path.join(found, STATE)):
-            return found
-    raise ModelError(f"no training checkpoint in {path}",
+    names = complete_checkpoints(path)
+    if names:
+        return os.path.join(path, names[-1])
+    raise ModelError(f"no complete training checkpoint in {path}",
                      hint="pass the --out directory of an earlier `accel train` run, or one of its "
                           "checkpoint-NNNNNN directories")
+
+
+def read_state(folder: str) -> dict:
+    """trainer_state.json, or a ModelError naming the damaged file and an older checkpoint."""
+    path = os.path.join(folder, STATE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("no integer 'step'")
+        for key in ("model_config", "train_config", "data", "history"):
+            if not isinstance(state.get(key), dict):
+                raise ValueError(f"no {key!r} section")
+        return state
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        parent = os.path.dirname(os.path.abspath(folder))
+        older = [n for n in complete_checkpoints(parent) if n != os.path.basename(os.path.abspath(folder))]
+        raise ModelError(f"{path} is damaged: {str(exc).splitlines()[0]}",
+                         hint=f"resume from an earlier checkpoint, e.g. --resume {os.path.join(parent, older[-1])}"
+                         if older else "the run cannot be resumed from this checkpoint; start a new run") from None
 
 
 def load_checkpoint(path: str, backend=None) -> tuple[dict, AdamState, dict]:
     """(params, optimizer state, trainer state) of a checkpoint, tensors on `backend`."""
     folder = find_checkpoint(path)
-    with open(os.path.join(folder, STATE), encoding="utf-8") as f:
-        state = json.load(f)
+    state = read_state(folder)
     params = st.load_safetensors(os.path.join(folder, "model.safetensors"), backend)
     moments = st.load_safetensors(os.path.join(folder, "optimizer.safetensors"), backend)
     opt_step = int(st.read_metadata(os.path.join(folder, "optimizer.safetensors")).get("optimizer_step", state["step"]))

@@ -1,9 +1,11 @@
-"""Training data: a text file tokenized once, split into train / held-out tokens, and batches
-drawn reproducibly from (seed, step, micro-step).
+"""Training data: a text file tokenized once, split into train / held-out tokens, and windows
+drawn reproducibly per sample.
 
-Each batch comes from its own counter-based generator (numpy's Philox keyed by the seed and
-the batch's position), so batch k is the same on every backend and after any resume: the data
-position in a checkpoint is simply the step count.
+Sample n (a global counter over the whole run, accel/train/batching.py) is the window starting
+where numpy's counter-based Philox generator keyed by (seed, split, n) puts it. Nothing depends
+on the rank, the micro-batch or the backend, so the data is the same on any number of ranks,
+after any resume and after a resize; the data cursor in a checkpoint is the count of consumed
+samples.
 """
 from __future__ import annotations
 
@@ -49,15 +51,15 @@ class TokenData:
                                  f"--seq-len + 1 = {seq_len + 1}",
                                  hint="use a shorter --seq-len or a longer text file")
 
-    def batch(self, split: str, batch_size: int, seq_len: int, seed: int, *position: int) -> np.ndarray:
-        """(batch_size, seq_len + 1) windows: inputs are [:, :-1], targets [:, 1:]."""
+    def windows(self, split: str, sample_ids, seq_len: int, seed: int) -> np.ndarray:
+        """(len(sample_ids), seq_len + 1) windows: inputs are [:, :-1], targets [:, 1:]."""
         tokens = self.train if split == "train" else self.val
-        rng = np.random.Generator(np.random.Philox(key=_key(seed, split, *position)))
-        starts = rng.integers(0, len(tokens) - seq_len, batch_size)
-        return np.stack([tokens[s:s + seq_len + 1] for s in starts])
+        return np.stack([tokens[s:s + seq_len + 1] for s in
+                         (sample_start(seed, split, n, len(tokens) - seq_len) for n in sample_ids)])
 
 
-def _key(seed: int, split: str, *position: int) -> int:
-    """A 64-bit Philox key from the seed, the split and the batch's position (step, micro)."""
-    digest = hashlib.blake2b(repr((int(seed), split, *map(int, position))).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+def sample_start(seed: int, split: str, sample_id: int, high: int) -> int:
+    """Where sample `sample_id` starts: a per-sample generator, so no sample depends on another."""
+    digest = hashlib.blake2b(repr((int(seed), split, int(sample_id))).encode(), digest_size=8).digest()
+    rng = np.random.Generator(np.random.Philox(key=int.from_bytes(digest, "little")))
+    return int(rng.integers(0, high))

@@ -44,9 +44,10 @@ def test_train_writes_model_checkpoints_and_learns(backend, tmp_path, capsys):
     assert len(losses) == 30 and losses[-1] < losses[0] - 1.0
     assert [e[0] for e in summary["history"]["evals"]] == [15, 30]
     assert summary["backend"] == backend.spec and summary["rng"]["kind"] == "philox"
-    # the newest two checkpoints are kept, `latest` names the newest, no temporary left behind
+    # the newest three checkpoints are kept, `latest` names the newest, no temporary left behind
     names = sorted(os.listdir(out))
-    assert [n for n in names if n.startswith("checkpoint-")] == ["checkpoint-000020", "checkpoint-000030"]
+    assert [n for n in names if n.startswith("checkpoint-")] == ["checkpoint-000010", "checkpoint-000020",
+                                                                 "checkpoint-000030"]
     assert not [n for n in names if n.startswith(".")]
     assert (out / "latest").read_text().strip() == "checkpoint-000030"
     for name in ("model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.json", "tokenizer.json"):
@@ -139,4 +140,4 @@ def test_resume_with_other_data_is_refused(tmp_path):
 
 def test_missing_resume_directory_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nope"), "--no-progress"]) == 1
-    assert "no training checkpoint" in capsys.readouterr().err
+    assert "no complete training checkpoint" in capsys.readouterr().err
