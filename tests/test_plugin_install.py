@@ -41,13 +41,13 @@ import numpy as np
 
 from accel import ops
 from accel.core.backend import Backend, Probe
-from accel.core.dtypes import float16, float32, from_numpy_dtype
+from accel.core.dtypes import bool_, float16, float32, from_numpy_dtype, int64
 
 
 class DemoVendorBackend(Backend):
     name = "demovendor"
     priority = -5
-    dtypes = (float32, float16)
+    dtypes = (float32, float16, bool_, int64)  # bool and int64: every backend stores them
     kernels = {
         ops.add: np.add, ops.sub: np.subtract, ops.mul: np.multiply, ops.div: np.divide,
         ops.exp: np.exp, ops.neg: np.negative, ops.matmul: np.matmul,

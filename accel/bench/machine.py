@@ -62,11 +62,8 @@ def host_copy(stream_mb: int, repeats: int = 5) -> dict:
 
 
 def wait(t) -> None:
-    """Block until `t` is computed: asynchronous arrays (jax) expose block_until_ready."""
-    ready = getattr(t.data, "block_until_ready", None)
-    if ready is not None:
-        ready()
-    t.backend.synchronize()
+    """Block until `t` is computed (the backend's hook: jax waits for the array, torch syncs)."""
+    t.backend.block_until_ready(t.data)
 
 
 def measure_roofline(backend, stream_mb: int, matmul_n: int, dtypes=("float32",), repeats: int = 5) -> dict:

@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("--new-tokens", type=int, default=16, help="greedy tokens to generate (default: 16)")
     p.add_argument("--dtype", help="cast the weights on the target, e.g. bfloat16 (default: as stored)")
     p.add_argument("--reference", help="backend to compare against (default: the reference backend)")
+    p.add_argument("--fp8", metavar="POLICY", help="run the layers of an `accel fp8-plan` policy in FP8")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option passed to backend.configure(), e.g. dtype_policy=fallback "
                         "(npusim: dtype_policy, memory_capacity, fault_at, fault_rate, fault_seed)")
@@ -40,10 +41,6 @@ def run(args) -> int:
         model_dir = accel.models.bundled_path()
     backend = accel.get_backend(args.backend)
     if args.set:
-        configure = getattr(backend, "configure", None)
-        if configure is None:
-            raise BackendError(f"--set: backend {backend.spec} takes no options",
-                               hint="drop --set; only backends with a configure() method take options")
         options = {}
         for item in args.set:
             key, sep, value = item.partition("=")
@@ -51,12 +48,13 @@ def run(args) -> int:
                 raise AccelError(f"--set expects KEY=VALUE, got {item!r}", hint="e.g. --set dtype_policy=fallback")
             options[key.strip()] = None if value.strip().lower() == "none" else value.strip()
         try:
-            configure(**options)
+            backend.configure(**options)
         except TypeError as exc:
             raise BackendError(f"--set: {backend.spec} does not take {exc}",
                                hint="see the backend's configure() for its options") from None
     report = port_report(model_dir, backend, prompt=args.prompt or DEFAULT_PROMPT,
-                         new_tokens=args.new_tokens, dtype=args.dtype, reference=args.reference)
+                         new_tokens=args.new_tokens, dtype=args.dtype, reference=args.reference,
+                         fp8=args.fp8)
     print(report.to_text(), end="")
     for path, text in ((args.json, report.to_json), (args.markdown, report.to_markdown)):
         if path:

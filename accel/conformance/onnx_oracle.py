@@ -165,6 +165,9 @@ def _reduce(op):
                 raise Skip("noop_with_empty_axes=1 (an identity) has no accel counterpart")
             axes = None
         x = c.t(0)
+        if x.dtype not in op.dtypes:
+            raise Skip(f"{c.node.op_type} on {x.dtype.name}: accel's {op.name} declares "
+                       f"{', '.join(d.name for d in op.dtypes)} and refuses the rest")
         if axes is not None and any(x.shape[a] == 0 for a in axes) and op is not ops.sum:
             raise Skip("reducing an empty axis: ONNX defines an identity value, accel rejects it")
         if axes is None and x.size == 0 and op is not ops.sum:
@@ -338,8 +341,9 @@ _BY_FAMILY = {
     "linear": lambda op: _gemm, "softmax": _softmax, "norm": _norm, "rope": lambda op: _rope,
     "attention": lambda op: _attention, "cross_entropy": lambda op: _cross_entropy,
 }
-# Where ONNX's operator is wider than the family's usual shape (Max/Min take any number of inputs).
-_SPECIAL = {ops.maximum: _variadic, ops.minimum: _variadic}
+# Where ONNX's operator differs from the family's usual shape (Max/Min take any number of
+# inputs; Gelu names its approximation differently).
+_SPECIAL = {ops.maximum: _variadic, ops.minimum: _variadic, ops.gelu: lambda op: _gelu}
 
 
 def _adapters() -> dict:

@@ -3,9 +3,14 @@
 A backend does no argument checking and no dtype promotion; the dispatcher does both once for
 every backend. What a backend supports is the keys of its kernel table (tinygrad style) and,
 per op, the dtypes it declares (ggml's `supports_op`): capabilities are data, never probed.
+
+Everything a plugin can say is declared on `Backend` below: the three abstract methods every
+backend implements (checked when the plugin registers, `accel.core.registry`), the class
+attributes it fills, and the optional hooks with their defaults. docs/porting.md walks through it.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
@@ -64,21 +69,34 @@ class ScalarCache:
         return native
 
 
-class Backend:
-    """Base class of every backend plugin. Subclasses fill the class attributes below."""
+class Backend(abc.ABC):
+    """Base class of every backend plugin. Subclasses fill the class attributes below and
+    implement the three abstract methods; every other method is an optional hook."""
 
     name: ClassVar[str] = ""
+    # The CPU reference (numpy): host fallback target and conformance reference. One per install.
     is_reference: ClassVar[bool] = False
     # Auto-detect order: the highest available priority wins; the reference backend is lowest.
     priority: ClassVar[int] = 0
     # A backend with one host device is named without it ("numpy" rather than "numpy:cpu").
     cpu_only: ClassVar[bool] = False
+    # op -> kernel. Calling convention (docs/porting.md): tensor inputs as native arrays, in
+    # declaration order (a variadic input as a list), attributes as keywords (dtypes as DType);
+    # creation kernels (ops without tensor inputs) also get `device=` (this instance's device).
     kernels: ClassVar[dict[Op, Callable]] = {}
-    # Optional: kernels that update their first input in place (x, *rest, **attrs) -> None.
+    # Kernels that update their first input in place (x, *rest, **attrs) -> None.
     inplace_kernels: ClassVar[dict[Op, Callable]] = {}
+    # Every dtype the backend stores: `from_numpy` gets, and kernels receive and return, only
+    # these. Must include bool and int64 (masks, comparisons, indices, token ids).
     dtypes: ClassVar[tuple[DType, ...]] = ALL_DTYPES
-    # Optional: per-op dtype restriction; an op not listed runs every dtype in `dtypes`.
+    # Per op, the dtypes its kernel computes in (judged on every data input; index inputs only
+    # need to be stored). An op not listed computes every dtype in `dtypes`. For an op without
+    # tensor inputs (full, arange) this is the dtype it creates.
     op_dtypes: ClassVar[dict[Op, tuple[DType, ...]]] = {}
+    # Per op, the dtypes its kernel produces where they differ from its inputs' (cast's target,
+    # creation's dtype). An op not listed produces any dtype in `dtypes` (for ops without tensor
+    # inputs: any dtype in its `op_dtypes`).
+    op_outputs: ClassVar[dict[Op, tuple[DType, ...]]] = {}
 
     def __init__(self, device: str | None = None):
         self.device = device or self.default_device()
@@ -101,14 +119,19 @@ class Backend:
         return f"<accel backend {self.spec}>"
 
     # --- host transfer and native facts (every backend implements these) -------------------
+    @abc.abstractmethod
     def from_numpy(self, array: np.ndarray):
-        raise NotImplementedError
+        """A native array holding a copy (or a view, where safe) of `array`, same shape (0-d
+        stays 0-d) and dtype; `array.dtype` is always one of `dtypes` (bfloat16/float8 come as
+        ml_dtypes arrays)."""
 
+    @abc.abstractmethod
     def to_numpy(self, native) -> np.ndarray:
-        raise NotImplementedError
+        """A host numpy (or ml_dtypes) array with the native array's shape, dtype and values."""
 
+    @abc.abstractmethod
     def dtype_of(self, native) -> DType:
-        raise NotImplementedError
+        """The accel DType of a native array (called often: keep it a lookup)."""
 
     def scalar(self, value, dtype: DType):
         """A native 0-d array holding `value` in `dtype` (used for Python scalars in ops)."""
@@ -116,6 +139,41 @@ class Backend:
 
     def synchronize(self) -> None:
         """Wait for queued device work (no-op for synchronous backends)."""
+
+    def block_until_ready(self, native) -> None:
+        """Wait until `native` is computed (asynchronous backends, e.g. jax). Default: synchronize."""
+        self.synchronize()
+
+    def from_dlpack(self, obj):
+        """A native array sharing `obj`'s memory (anything with `__dlpack__`), or None: no DLPack
+        import of its own, so `accel.from_dlpack` copies through host numpy."""
+        return None
+
+    def build_entry(self, op: Op) -> Callable | None:
+        """The dispatcher entry `(args, attrs) -> Tensor` for `op` when the backend applies its
+        own dtype policy (npusim); None (default): the dispatcher's rules decide."""
+        return None
+
+    def configure(self, **options) -> "Backend":
+        """Set backend options (`accel port-report --set KEY=VALUE`). Default: takes none."""
+        from accel.core.errors import BackendError
+
+        if options:
+            raise BackendError(f"backend {self.spec} takes no options (got {', '.join(sorted(options))})",
+                               hint="drop the options; only backends that define configure() take any")
+        return self
+
+    def counters(self) -> dict[str, Any]:
+        """Device counters (kernel launches, bytes moved, simulated time ...). Default: none."""
+        return {}
+
+    def reset_counters(self) -> None:
+        """Zero `counters()` so a measurement covers one run. Default: nothing to reset."""
+
+    @property
+    def simulated_time(self) -> float | None:
+        """Seconds on a simulated clock (a simulator), or None (default): time is wall time."""
+        return None
 
     def device_facts(self) -> dict[str, Any]:
         """Device count, name, memory, collective backend ... (DeepSpeed accelerator style)."""
@@ -145,11 +203,19 @@ class Backend:
 
     # --- capabilities ----------------------------------------------------------------------
     def supports(self, op: Op, dtype: DType | None = None) -> bool:
+        """Whether `op` has a kernel here computing `dtype` (None: in any dtype)."""
         if op not in self.kernels:
             return False
         if dtype is None:
             return True
         return dtype in self.op_dtypes.get(op, self.dtypes)
+
+    def produces(self, op: Op) -> frozenset[DType]:
+        """The dtypes `op`'s kernel may return here (see `op_outputs`)."""
+        declared = self.op_outputs.get(op)
+        if declared is not None:
+            return frozenset(declared)
+        return frozenset(self.op_dtypes.get(op, self.dtypes) if not op.inputs else self.dtypes)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -162,6 +228,8 @@ class Backend:
             collective_backend=self.collective_backend,
         )
 
-    # --- graph compilation (issue: accel.compile); None means "use the interpreter" --------
+    # --- graph compilation (accel.compile) --------------------------------------------------
     def compile(self, graph):
+        """A callable running the whole traced graph natively, or None (default): the graph
+        interpreter runs it op by op through this backend's kernels (docs/compile.md)."""
         return None

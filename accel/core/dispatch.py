@@ -17,6 +17,7 @@ from collections import defaultdict
 from typing import Callable
 
 from accel.core import op as _op_module
+from accel.core.dtypes import DType
 from accel.core.errors import AccelError, BackendError, OpError, UnsupportedError
 from accel.core.op import Op
 from accel.core.registry import current_backend, reference_backend
@@ -165,19 +166,17 @@ def backend_of(op: Op, args: tuple, attrs: dict):
 
 def resolve(backend, op: Op) -> Callable:
     """Build and cache the callable for (backend, op): native, decomposed or host fallback."""
-    # Optional backend hook: a backend with its own dtype policy (npusim) builds the entry for
-    # the ops it runs; returning None leaves the op to the rules below.
-    build = getattr(backend, "build_entry", None)
-    entry = build(op) if build is not None else None
+    # A backend with its own dtype policy (npusim) builds the entry for the ops it runs; None
+    # (the default hook) leaves the op to the rules below.
+    entry = backend.build_entry(op)
     if entry is not None:
         backend._resolved[op] = entry
         return entry
     kernel = backend.kernels.get(op)
     if kernel is not None:
         entry = _native_entry(backend, op, kernel)
-        restricted = backend.op_dtypes.get(op)
-        if restricted is not None or set(backend.dtypes) != _ALL:
-            entry = _dtype_guard(backend, op, entry, frozenset(restricted or backend.dtypes))
+        if op in backend.op_dtypes or op in backend.op_outputs or set(backend.dtypes) != _ALL:
+            entry = _dtype_guard(backend, op, entry)
     elif op.decompose is not None:
         entry = _decomposed_entry(backend, op)
     else:
@@ -192,26 +191,29 @@ def _natives(op: Op, args: tuple) -> list:
     return [a.data if a is not None else None for a in args]
 
 
-def _kernel_attrs(attrs: dict) -> dict:
-    if "backend" in attrs:
-        attrs = dict(attrs)
-        del attrs["backend"]
+def kernel_attrs(op: Op, attrs: dict, backend) -> dict:
+    """The attributes a kernel receives: the `backend` attribute is the dispatcher's, and a
+    creation kernel (an op without tensor inputs) gets the instance's `device` to place on."""
+    if "backend" in attrs or not op.inputs:
+        attrs = {k: v for k, v in attrs.items() if k != "backend"}
+        if not op.inputs:
+            attrs["device"] = backend.device
     return attrs
 
 
 def _native_entry(backend, op: Op, kernel: Callable) -> Callable:
-    strip_backend = "backend" in op.attrs
-    if not (op.variadic or strip_backend or op.optional) and op._n in (1, 2):
+    rewrite = "backend" in op.attrs or not op.inputs
+    if not (op.variadic or rewrite or op.optional) and op._n in (1, 2):
         return _fixed_arity_entry(backend, op, kernel)
 
     def run_native(args, attrs):
         try:
             if op.variadic:
                 out = kernel([t.data for t in args[0]], *[a.data for a in args[1:]],
-                             **(_kernel_attrs(attrs) if strip_backend else attrs))
+                             **(kernel_attrs(op, attrs, backend) if rewrite else attrs))
             else:
                 out = kernel(*[a.data if a is not None else None for a in args],
-                             **(_kernel_attrs(attrs) if strip_backend else attrs))
+                             **(kernel_attrs(op, attrs, backend) if rewrite else attrs))
         except AccelError as error:  # a backend's own AccelError gets the call in front of it
             raise _contextual(op, args, attrs, error)
         except Exception as exc:
@@ -294,22 +296,71 @@ def host_fallback(backend, op: Op, args: tuple, attrs: dict, *, reason: str):
     if "backend" in attrs:
         attrs["backend"] = ref
     out = eager(op, host_args, attrs)
+    require_stored(backend, op, out.dtype, args)
     return Tensor(backend.from_numpy(ref.to_numpy(out.data)), backend)
 
 
-def _dtype_guard(backend, op: Op, native: Callable, allowed: frozenset) -> Callable:
-    """Run natively when the first input's dtype is supported; else decompose or fall back."""
+def require_stored(backend, op: Op, dtype, args: tuple) -> None:
+    """A result in a dtype the backend does not store cannot come back to it: say so."""
+    if dtype not in backend.dtypes:
+        raise UnsupportedError(
+            f"{op.name} on {backend.spec}: the result would be {dtype.name}, which the backend does "
+            f"not store (args: {', '.join(describe(a) for a in _flat(op, args))})",
+            hint=f"ask for a dtype it stores ({', '.join(d.name for d in backend.dtypes)}), or run "
+                 f"this part on another backend (tensor.to('numpy'))")
+
+
+def refusal(backend, op: Op, inputs, out_dtype) -> str:
+    """Why `op`'s kernel on `backend` must not see these dtypes ('' when it may run).
+
+    `inputs` are the dtypes of the tensor inputs as (dtype, carries_data) pairs (None for an
+    omitted optional input); `out_dtype` is the result's dtype from the op's rule. Every input
+    must be stored by the backend, every data input computed by the op's kernel (`op_dtypes`),
+    and the result produced by it (`op_outputs`, see accel.core.backend.Backend)."""
+    stored = backend.dtypes
+    computes = backend.op_dtypes.get(op)
+    for dtype, data in inputs:
+        if dtype is None:
+            continue
+        if dtype not in stored:
+            return f"the backend does not store {dtype.name}"
+        if data and computes is not None and dtype not in computes:
+            return f"the backend does not run it in {dtype.name}"
+    if out_dtype is not None and out_dtype not in backend.produces(op):
+        return f"the backend does not produce {out_dtype.name} with it"
+    return ""
+
+
+def _call_dtypes(op: Op, args: tuple) -> list:
+    if op.variadic:
+        return [(t.dtype, True) for t in args[0]] + [
+            (a.dtype if a is not None else None, d) for a, d in zip(args[1:], op.data_inputs[1:])]
+    return [(a.dtype if a is not None else None, d) for a, d in zip(args, op.data_inputs)]
+
+
+def _dtype_guard(backend, op: Op, native: Callable) -> Callable:
+    """Run natively only when every input dtype and the output dtype are ones the backend
+    declares for the op; else decompose, or fall back to the host (counted; an error in strict
+    mode). The verdict is remembered per (input dtypes, dtype attributes)."""
     decomposed = _decomposed_entry(backend, op) if op.decompose is not None else None
+    verdicts: dict = {}
 
     def run_guarded(args, attrs):
-        first = args[0][0] if op.variadic and args[0] else (args[0] if args else None)
-        dtype = first.dtype if first is not None else attrs.get("dtype")
-        if dtype is None or dtype in allowed:
+        inputs = _call_dtypes(op, args)
+        key = (tuple(inputs), tuple(v for v in attrs.values() if type(v) is DType))
+        reason = verdicts.get(key)
+        if reason is None:
+            try:
+                out_dtype = op.infer(*args, **attrs).dtype
+            except AccelError:
+                return native(args, attrs)  # bad arguments: the kernel's error is explained as usual
+            require_stored(backend, op, out_dtype, args)  # nowhere to put it: refuse before running
+            reason = verdicts[key] = refusal(backend, op, inputs, out_dtype)
+        if not reason:
             return native(args, attrs)
         if decomposed is not None:
             return decomposed(args, attrs)
-        return host_fallback(backend, op, args, attrs,
-                             reason=f"the backend does not run it in {dtype.name}")
+        return host_fallback(backend, op, args, attrs, reason=reason)
 
     return run_guarded
 

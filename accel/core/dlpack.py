@@ -1,9 +1,9 @@
 """DLPack interop: `accel.from_dlpack` wraps another library's array as an accel.Tensor, sharing
 its memory where both libraries allow it.
 
-A backend that imports DLPack itself defines `from_dlpack(obj) -> native` (the torch backend
-does: zero-copy from numpy, jax, cupy and torch arrays on the same device). For the others the
-array comes through numpy: zero-copy for host memory when the backend's `from_numpy` keeps the
+A backend that imports DLPack itself overrides `Backend.from_dlpack(obj) -> native` (the torch
+backend does: zero-copy from numpy, jax, cupy and torch arrays on the same device). For the
+others (the hook returns None) the array comes through numpy: zero-copy for host memory when the backend's `from_numpy` keeps the
 array (the numpy backend does), a copy otherwise. A copy is never an error: it is what moving
 between devices or libraries without a shared allocator costs.
 """
@@ -29,12 +29,12 @@ def from_dlpack(obj, backend=None) -> Tensor:
     if not hasattr(source, "__dlpack__"):
         raise AccelError(f"from_dlpack: {type(obj).__name__} does not implement __dlpack__",
                          hint="pass a torch/jax/numpy/cupy array, or copy with accel.tensor(data)")
-    importer = getattr(target, "from_dlpack", None)
-    if importer is not None:
-        try:
-            return Tensor(importer(source), target)
-        except (BufferError, TypeError, RuntimeError, ValueError):
-            pass  # e.g. a dtype DLPack cannot carry: go through the host below
+    try:
+        native = target.from_dlpack(source)
+    except (BufferError, TypeError, RuntimeError, ValueError):
+        native = None  # e.g. a dtype DLPack cannot carry: go through the host below
+    if native is not None:
+        return Tensor(native, target)
     return Tensor(target.from_numpy(_host_array(obj, source)), target)
 
 

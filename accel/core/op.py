@@ -19,6 +19,9 @@ COMPOSITE = "composite"
 
 # Every op declared so far, by name, in declaration order (accel.ops lists the library's own).
 REGISTRY: dict[str, "Op"] = {}
+# Inputs that carry indices or masks, not data: their int/bool dtype says nothing about which
+# arithmetic a kernel must have, so a backend's per-op compute dtypes do not judge them.
+INDEX_INPUTS = frozenset({"indices", "index", "ids", "targets", "mask", "cond"})
 
 
 class Op:
@@ -27,7 +30,7 @@ class Op:
     __slots__ = (
         "name", "kind", "inputs", "attrs", "infer", "reference", "decompose", "vjp", "cases",
         "prepare", "doc", "variadic", "optional", "accumulating", "exact", "dtypes", "onnx", "_n",
-        "_attr_names", "_plain", "_binds", "_same_dtype_noop", "module", "__signature__",
+        "_attr_names", "_plain", "_binds", "_same_dtype_noop", "module", "data_inputs", "__signature__",
         "__weakref__",
     )
 
@@ -72,6 +75,7 @@ class Op:
         self.optional = optional      # tensor inputs that may be omitted (None)
         self.doc = doc
         self._n = len(inputs)
+        self.data_inputs = tuple(n not in INDEX_INPUTS for n in inputs)  # per input: carries data
         self._attr_names = tuple(self.attrs)
         # 1 or 2 required tensor inputs (0 otherwise): the dispatcher finds the backend inline.
         self._plain = self._n if self._n in (1, 2) and not variadic and not optional else 0

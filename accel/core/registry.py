@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib.metadata
+import inspect
 import logging
 import os
 import threading
 from dataclasses import dataclass
 
 from accel.core.backend import Backend, Probe
+from accel.core.dtypes import bool_, int64
 from accel.core.errors import BackendError
 
 log = logging.getLogger("accel")
@@ -36,6 +38,43 @@ class BackendStatus:
     install_hint: str = ""
 
 
+def check_backend(cls_or_instance) -> None:
+    """The contract of `accel.core.backend.Backend`, checked when a plugin registers (and again
+    for the kernel table an instance builds itself): raises BackendError naming what to change."""
+    cls = cls_or_instance if isinstance(cls_or_instance, type) else type(cls_or_instance)
+    where = f"backend plugin {cls.__module__}.{cls.__qualname__}"
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendError(f"{where} is not an accel.core.backend.Backend subclass",
+                           hint="subclass accel.core.backend.Backend (docs/porting.md)")
+    if not cls.name:
+        raise BackendError(f"{where} has no `name`", hint="set the class attribute name = 'mychip'")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise BackendError(f"{where} ({cls.name}) does not implement {', '.join(missing)}",
+                           hint="define these methods (docs/porting.md: host transfer and native facts)")
+    stored = set(cls_or_instance.dtypes)
+    lacking = [d.name for d in (bool_, int64) if d not in stored]
+    if lacking:
+        raise BackendError(
+            f"{where} ({cls.name}) declares dtypes without {' and '.join(lacking)}",
+            hint="every backend stores bool (masks, comparisons) and int64 (indices, token ids): add them "
+                 "to `dtypes`; restrict what a kernel computes with `op_dtypes` instead")
+    for op, kernel in cls_or_instance.kernels.items():
+        if not op.inputs and not _takes_device(kernel):
+            raise BackendError(
+                f"{where} ({cls.name}): the kernel for {op.name} does not take `device`",
+                hint=f"creation kernels are called as {op.name}(*, {', '.join(k for k in op.attrs if k != 'backend')}, "
+                     f"device) with the backend instance's device; add a `device` keyword")
+
+
+def _takes_device(kernel) -> bool:
+    try:
+        params = inspect.signature(kernel).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: trust it
+        return True
+    return any(p.name == "device" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def _load_classes() -> dict[str, type[Backend] | BaseException]:
     """Import every plugin once. A plugin that fails to import is recorded, never raised."""
     global _classes
@@ -50,6 +89,7 @@ def _load_classes() -> dict[str, type[Backend] | BaseException]:
                 cls = ep.load()
                 if not (isinstance(cls, type) and issubclass(cls, Backend)):
                     raise TypeError(f"{ep.value} is not an accel.Backend subclass")
+                check_backend(cls)
                 found[ep.name] = cls
             except BaseException as exc:  # a broken plugin must never break `import accel`
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -61,7 +101,9 @@ def _load_classes() -> dict[str, type[Backend] | BaseException]:
 
 
 def register_backend(cls: type[Backend]) -> None:
-    """Register a backend class directly (tests, notebooks). Packages use the entry point."""
+    """Register a backend class directly (tests, notebooks). Packages use the entry point.
+    Raises BackendError naming what to change when the class breaks the backend contract."""
+    check_backend(cls)
     classes = _load_classes()
     with _lock:
         classes[cls.name] = cls
@@ -137,6 +179,8 @@ def get_backend(spec=None) -> Backend:
                 hint=f"use one of: {', '.join(f'{name}:{d}' for d in p.devices)}",
             )
         inst = cls(device)
+        if inst.kernels is not cls.kernels or inst.dtypes is not cls.dtypes:
+            check_backend(inst)  # a table built per instance (npusim's from its chip profile)
         _instances[spec] = inst
         _instances.setdefault(inst.spec, inst)
         return inst

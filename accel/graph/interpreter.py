@@ -12,6 +12,7 @@ runs the backend's in-place kernel instead of copying the whole buffer.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from accel.core import dispatch
@@ -57,10 +58,11 @@ class GraphInterpreter:
     def _kernel_for(self, node: Node, index: int, last: dict, donated: set) -> Callable:
         backend, op = self.backend, node.op
         kernel = backend.kernels.get(op)
-        specs = [self.graph.specs[r] if r is not None else None for r in
-                 ((node.inputs[0][:1] or (None,)) if op.variadic else node.inputs[:1])]
-        dtype = specs[0].dtype if specs and specs[0] is not None else node.attrs.get("dtype")
-        if kernel is not None and (dtype is None or backend.supports(op, dtype)):
+        refused = kernel is not None and dispatch.refusal(backend, op, self._input_dtypes(node),
+                                                          self.graph.specs[node.output].dtype)
+        if kernel is not None and not refused:
+            if not op.inputs:  # creation kernels place on the backend's device
+                return functools.partial(kernel, device=backend.device)
             if op is index_copy:
                 target = node.inputs[0]
                 inplace = backend.inplace_kernels.get(index_copy)
@@ -72,10 +74,17 @@ class GraphInterpreter:
             raise OpError(f"compiled graph node {node} reached the interpreter unexpanded on "
                           f"{backend.spec}", hint="lower the graph with accel.graph.trace.lower first "
                                                   "(accel.compile does this)")
-        reason = ("the backend has no kernel for it" if kernel is None
-                  else f"the backend does not run it in {dtype.name}")
+        reason = "the backend has no kernel for it" if kernel is None else refused
         self.fallback_nodes.append(op.name)
         return _fallback_step(backend, node, reason)
+
+    def _input_dtypes(self, node: Node) -> list:
+        """(dtype, carries data) per tensor input, as the dispatcher judges a call."""
+        specs = self.graph.specs
+        if node.op.variadic:
+            return [(specs[r].dtype, True) for r in node.inputs[0]] + [
+                (None if r is None else specs[r].dtype, d) for r, d in zip(node.inputs[1:], node.op.data_inputs[1:])]
+        return [(None if r is None else specs[r].dtype, d) for r, d in zip(node.inputs, node.op.data_inputs)]
 
     # --- the call --------------------------------------------------------------------------
     def __call__(self, *natives) -> list:

@@ -1,6 +1,6 @@
 """Creation ops: full and arange are primitives; random numbers come from a counter-based
 generator (numpy's Philox) keyed by the seed and moved to the device, so every backend starts
-from the same weights and draws the same samples (DESIGN.md: reproducible across backends)."""
+from the same weights and draws the same samples (reproducible across backends)."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,6 +75,7 @@ def _random_infer(*, shape, seed, dtype, backend=None, **_):
 
 def _random_decomposition(kind):
     def run(*, shape, seed, dtype, backend=None, low=0.0, high=1.0, mean=0.0, std=1.0):
+        from accel.core.dispatch import require_stored
         from accel.core.registry import get_backend
 
         b = get_backend(backend)
@@ -82,6 +83,7 @@ def _random_decomposition(kind):
         if not dtype.is_floating:
             raise OpError(f"random_{kind} makes floating-point tensors, not {dtype.name}",
                           hint="ask for float32 (or another float dtype) and cast")
+        require_stored(b, random_normal if kind == "normal" else random_uniform, dtype, ())
         if kind == "normal":
             values = _host_random("normal", shape, seed, mean, mean + std)
         else:

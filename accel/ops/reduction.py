@@ -36,7 +36,19 @@ def _sum_infer(x, *, axis=None, keepdims=False):
     return spec(_reduced_shape(x.shape, axis, keepdims), x.dtype)
 
 
+def _refuse_bool_max(x) -> None:
+    if x.dtype is dt.bool_:
+        raise DTypeError("max of a bool tensor is not declared (max takes float and int dtypes)",
+                         hint="use accel.ops.logical_or to combine masks, or cast to int64 first")
+
+
+def _prepare_max(args, attrs):
+    _refuse_bool_max(args[0])  # refused in eager mode too, so every backend agrees
+    return _prepare_axis(args, attrs)
+
+
 def _max_infer(x, *, axis=None, keepdims=False):
+    _refuse_bool_max(x)
     if 0 in [x.shape[a] for a in normalize_axes(axis, x.ndim)]:
         raise DTypeError(f"max over an empty axis of shape {list(x.shape)} has no value",
                          hint="reduce over a non-empty axis")
@@ -89,7 +101,7 @@ def _sum_vjp(g, out, x, *, axis=None, keepdims=False):
     return (_ops.broadcast_to(_ops.reshape(g, keep_shape(x.shape, axis)), x.shape),)
 max = Op("max", kind=PRIMITIVE, inputs=("x",), attrs={"axis": None, "keepdims": False},
          infer=_max_infer, reference=lambda x, *, axis=None, keepdims=False: np.max(x, axis=axis, keepdims=keepdims),
-         prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, exact=True,
+         prepare=_prepare_max, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, exact=True,
          onnx="ReduceMax", cases={"family": "reduce", "nonempty": True},
          doc="Maximum over `axis` (None: all axes); NaN propagates.")
 

@@ -7,7 +7,7 @@ the calls, how they ran (native / decomposed / host fallback / downcast, from
 `accel.core.dispatch.stats`), and their share of the time; then, for the model, the max logit
 deviation and the greedy-token agreement against the reference backend.
 
-Backend-agnostic: a backend that exposes `simulated_time` (npusim) is timed on its simulated
+Backend-agnostic: a backend whose `simulated_time` is not None (npusim) is timed on its simulated
 clock; any other is timed on the wall clock, synchronizing after each op so that time lands on
 the op that spent it. A backend's optional `counters()` dict (memory, transfers) is included.
 """
@@ -52,7 +52,7 @@ class OpProfiler:
 
     def __init__(self, backend):
         self.backend = backend
-        self.simulated = hasattr(backend, "simulated_time")
+        self.simulated = backend.simulated_time is not None
         self.timings: dict[str, _Timing] = {}
         self._children: list[float] = []
         self._raising = False  # an error is unwinding and its innermost op is already counted
@@ -310,9 +310,7 @@ def port_report(model_dir: str, backend=None, *, prompt: str = DEFAULT_PROMPT, n
     before = dispatch.stats.snapshot().get(target.spec, {})
     error, model, logits, tokens, caught, after = None, None, None, None, [], before
     start = end = profiler.now()
-    reset = getattr(target, "reset_counters", None)
-    if reset is not None:  # so the device counters cover this run: load, check, generation
-        reset()
+    target.reset_counters()  # so the device counters cover this run: load, check, generation
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -337,9 +335,9 @@ def port_report(model_dir: str, backend=None, *, prompt: str = DEFAULT_PROMPT, n
     check = None
     if error is None:
         check = _check(ref.spec, ref_model, logits, ref_logits, tokens, ref_tokens, len(ids))
-    counters = target.counters() if hasattr(target, "counters") else {}
+    counters = target.counters()
     messages = tuple(dict.fromkeys(str(w.message) for w in caught))
-    facts = target.device_facts() if hasattr(target, "device_facts") else {}
+    facts = target.device_facts()
     return PortReport(
         backend=target.spec, device=str(facts.get("device_name", target.device)), model=model_dir,
         model_summary=repr(model or ref_model).strip("<>"),

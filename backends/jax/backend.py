@@ -99,6 +99,9 @@ class JaxBackend(Backend):
     def synchronize(self) -> None:
         jax.effects_barrier()
 
+    def block_until_ready(self, native) -> None:
+        native.block_until_ready()  # jax dispatches asynchronously
+
     def runs_on_host(self) -> bool:
         return self.jax_device.platform == "cpu"
 

@@ -10,6 +10,7 @@ docs/compile.md).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import jax
@@ -68,14 +69,21 @@ def _cast(x, *, dtype, saturate=False):
     return x.astype(target)
 
 
-def _full(*, shape, value, dtype):
-    return jnp.full(shape, value, dtype=np.dtype(dtype.numpy))
+@functools.lru_cache(maxsize=None)
+def _jax_device(device: str):
+    """The jax device a backend spec names ("cpu", "gpu:1"): creation kernels place on it."""
+    platform, _, index = device.partition(":")
+    return jax.devices({"cuda": "gpu", "rocm": "gpu"}.get(platform, platform))[int(index or 0)]
 
 
-def _arange(*, start, stop, step, dtype):
+def _full(*, shape, value, dtype, device):
+    return jax.device_put(jnp.full(shape, value, dtype=np.dtype(dtype.numpy)), _jax_device(device))
+
+
+def _arange(*, start, stop, step, dtype, device):
     # Built on the host exactly as the reference does, then moved: the values are static.
     host = np.arange(start, stop, step, dtype=np.float64 if dtype.is_floating else np.int64)
-    return jnp.asarray(host.astype(dtype.numpy))
+    return jax.device_put(host.astype(dtype.numpy), _jax_device(device))
 
 
 def _matmul(a, b):

@@ -61,11 +61,11 @@ def _cast(x, *, dtype, saturate=False):
         return cast_reference(x, dtype=dtype, saturate=saturate)
 
 
-def _full(*, shape, value, dtype):
+def _full(*, shape, value, dtype, device="cpu"):  # one host device: nothing to place
     return np.full(shape, value, dtype=dtype.numpy)
 
 
-def _arange(*, start, stop, step, dtype):
+def _arange(*, start, stop, step, dtype, device="cpu"):
     return np.arange(start, stop, step, dtype=np.float64 if dtype.is_floating else np.int64).astype(dtype.numpy)
 
 
