@@ -13,6 +13,8 @@ names the op, its sequence number and the ranks that never reached it.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import threading
 import time
 import warnings
@@ -208,6 +210,7 @@ class Engine:
     def __init__(self, group, comm: str, rank: int, world_size: int, timeout_s: float):
         self.group, self.comm, self.rank, self.world_size = group, comm, rank, world_size
         self.timeout_s = timeout_s
+        self.call_timeout_s: float | None = None  # collective_timeout(): a shorter bound per call
         self.seq = 0
         self._lock = threading.Lock()
 
@@ -220,6 +223,8 @@ class Engine:
             self.seq += 1
             seq = self.seq
         begin = time.perf_counter()
+        bounded = self.call_timeout_s is not None
+        async_op = async_op or bounded  # a bounded call waits on its work handle with the bound
         upcast = name in ("all_reduce", "reduce_scatter") and x.dtype in FLOAT8
         source_dtype = x.dtype
         if upcast:
@@ -227,22 +232,41 @@ class Engine:
         launch = getattr(self, f"_{name}")
         detail = f" of {x.dtype.name}{list(x.shape)} on {x.backend.spec}"
         work, staged, result, finish = run_guarded(
-            name, lambda: launch(x, attrs, async_op), self.rank, self.world_size, self.timeout_s,
+            name, lambda: launch(x, attrs, async_op), self.rank, self.world_size, self.wait_s,
             seq=seq, detail=detail)
         stats.add(name, calls=1, bytes=x.nbytes, upcasts=int(upcast))
         return Pending(self, name, seq, detail, work, staged, result, finish, begin,
                        source_dtype if upcast else None)
+
+    @property
+    def wait_s(self) -> float:
+        return self.timeout_s if self.call_timeout_s is None else self.call_timeout_s
 
     # Each returns (work handle or None, Staged, torch result, finish(result) -> result).
     def _all_reduce(self, x: Tensor, attrs: dict, async_op: bool):
         dist = _torch().distributed
         staged = stage(x, self.comm, writable=True, op="all_reduce")
         t, reduction = staged.tensor, attrs.get("op", "sum")
-        work = None
-        if t.numel():
-            op = dist.ReduceOp.MAX if reduction == "max" else dist.ReduceOp.SUM
-            work = dist.all_reduce(t, op=op, group=self.group, async_op=async_op)
+        if not t.numel():
+            return None, staged, t, None
+        if reduction == "max" and t.is_floating_point():
+            return self._max_with_nan(t, staged, async_op)
+        op = dist.ReduceOp.MAX if reduction == "max" else dist.ReduceOp.SUM
+        work = dist.all_reduce(t, op=op, group=self.group, async_op=async_op)
         return work, staged, t, self._mean(reduction)
+
+    def _max_with_nan(self, t, staged: Staged, async_op: bool):
+        """MAX in the libraries drops NaN (gloo's std::max keeps whichever came first); accel's
+        max propagates it, so a one-byte NaN mask travels beside the values (+25% on float32)."""
+        dist = _torch().distributed
+        nan = _torch().isnan(t).to(_torch().uint8)
+        works = [dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group, async_op=async_op),
+                 dist.all_reduce(nan, op=dist.ReduceOp.MAX, group=self.group, async_op=async_op)]
+
+        def restore_nan(result):
+            return result.masked_fill_(nan.bool(), float("nan"))
+
+        return _Works(works), staged, t, restore_nan
 
     def _reduce_scatter(self, x: Tensor, attrs: dict, async_op: bool):
         dist = _torch().distributed
@@ -288,6 +312,17 @@ class Engine:
         return divide
 
 
+class _Works:
+    """Several work handles waited as one (None entries: synchronous calls already done)."""
+
+    def __init__(self, works):
+        self.works = [w for w in works if w is not None]
+
+    def wait(self, *timeout):
+        for w in self.works:
+            w.wait(*timeout)
+
+
 def _bytes(t):
     return t.view(_torch().uint8)
 
@@ -317,8 +352,9 @@ class Pending:
         if self._done is not None:
             return self._done
         engine = self.engine
-        if self.work is not None:
-            run_guarded(self.name, self.work.wait, engine.rank, engine.world_size, engine.timeout_s,
+        if self.work is not None and not (isinstance(self.work, _Works) and not self.work.works):
+            bound = () if engine.call_timeout_s is None else (datetime.timedelta(seconds=engine.call_timeout_s),)
+            run_guarded(self.name, lambda: self.work.wait(*bound), engine.rank, engine.world_size, engine.wait_s,
                         seq=self.seq, detail=self.detail)
         result = self.result if self.finish is None else self.finish(self.result)
         out = self.staged.wrap(result)
@@ -329,3 +365,22 @@ class Pending:
         stats.add(self.name, seconds=time.perf_counter() - self.begin)
         self._done = out
         return out
+
+
+@contextlib.contextmanager
+def collective_timeout(seconds: float):
+    """Bound each collective issued inside to `seconds` (shorter than the job's timeout_s):
+    a rank that does not join in time raises CollectiveError on the others, naming it. After a
+    timeout the group is not usable; shut down and restart (or let torchft heal the replica)."""
+    from accel.ops.collective import ENGINE
+
+    engine = ENGINE.engine
+    if engine is None:  # one rank: nothing can time out
+        yield
+        return
+    before = engine.call_timeout_s
+    engine.call_timeout_s = float(seconds)
+    try:
+        yield
+    finally:
+        engine.call_timeout_s = before
