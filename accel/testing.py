@@ -1,7 +1,13 @@
-"""pytest plugin shipped with accel: `pytest --backend NAME` (repeatable) runs every test that
-takes the `backend` fixture once per selected backend; default: every available backend.
+"""pytest plugin shipped with accel, opt-in: `pytest -p accel.testing --backend NAME`
+(repeatable) runs every test that takes the `backend` fixture once per selected backend; without
+`--backend`, every available backend. Installing accel adds nothing to other projects' pytest runs.
 
-A vendor runs the same tests on its plugin without copying them.
+A vendor runs accel's conformance tests on its plugin without copying them:
+
+    pytest -p accel.testing --pyargs accel.conformance.test_backend --backend myvendor:npu \
+        [--conformance-full] [--accel-expectations my_known_failures.toml]
+
+accel's own tests load it from tests/conftest.py (`pytest_plugins`).
 """
 from __future__ import annotations
 
@@ -14,7 +20,11 @@ def pytest_addoption(parser) -> None:
                     help="accel backend to test, e.g. numpy, torch:cpu (repeatable; default: all available)")
     group.addoption("--conformance-full", action="store_true", default=False,
                     help="run the full conformance cases (default: the quick CI subset without the "
-                         "big sizes); vendors: pytest --pyargs accel.conformance.test_backend --backend NAME")
+                         "big sizes); vendors: pytest -p accel.testing --pyargs accel.conformance.test_backend "
+                         "--backend NAME")
+    group.addoption("--accel-expectations", default=None, metavar="FILE",
+                    help="reviewed known failures (TOML) for the conformance tests; default: the backend's "
+                         "own `known_failures` file, else accel/conformance/expectations/<backend>.toml")
 
 
 def selected_backends(config) -> list[str]:

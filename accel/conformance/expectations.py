@@ -8,8 +8,10 @@
     reason = "why it fails, and what would fix it"   # required
 
 An entry is strict: a case it matches that passes is reported as XPASS and fails the run, so
-the file never outlives the bug. A vendor keeps its own file next to its plugin and passes it
-with `accel conformance --expectations FILE`.
+the file never outlives the bug. A vendor keeps its own reviewed file next to its plugin and names
+it in the backend class (`known_failures = ...`, a path): `accel conformance` and
+`pytest -p accel.testing` then use it; `--expectations FILE` (CLI) or `--accel-expectations FILE`
+(pytest) override it for one run.
 """
 from __future__ import annotations
 
@@ -63,8 +65,12 @@ class Expectations:
         return cls(tuple(entries), path)
 
     @classmethod
-    def for_backend(cls, name: str) -> "Expectations":
-        path = os.path.join(HERE, f"{name}.toml")
+    def for_backend(cls, backend) -> "Expectations":
+        """The backend's own file (`Backend.known_failures`), else accel's file for its name."""
+        path = backend.known_failures or os.path.join(HERE, f"{backend.name}.toml")
+        if backend.known_failures and not os.path.isfile(path):
+            raise AccelError(f"{backend.name}: its known_failures file {path} does not exist",
+                             hint="fix the path in the backend class (relative paths are not resolved)")
         return cls.load(path) if os.path.isfile(path) else cls((), "")
 
     def match(self, backend, row) -> Expected | None:

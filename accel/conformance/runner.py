@@ -281,7 +281,7 @@ def run_suite(backend, *, op_names=None, dtype_names=None, quick: bool = False, 
     backend = accel.get_backend(backend)
     against = accel.get_backend(against) if against is not None else None
     if expectations is None:
-        expectations = Expectations.for_backend(backend.name)
+        expectations = Expectations.for_backend(backend)
     dtypes = [as_dtype(d) for d in dtype_names] if dtype_names else None
     quick = quick or ci
     cases = [c for c in all_cases(select_ops(op_names), dtypes, quick=quick, sample_secondary=ci)

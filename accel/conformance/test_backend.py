@@ -1,7 +1,8 @@
 """The backend-parametrised conformance tests, shipped in the package so a vendor runs them on
 its own plugin without copying anything:
 
-    pytest --pyargs accel.conformance.test_backend --backend myvendor:npu [--conformance-full]
+    pytest -p accel.testing --pyargs accel.conformance.test_backend --backend myvendor:npu \
+        [--conformance-full] [--accel-expectations FILE]
 
 One pytest item per op x dtype (the CI tier by default, see `runner.in_ci_tier`;
 `--conformance-full` runs every case), and the model-level check. A case passes, is unsupported (the
@@ -33,7 +34,11 @@ def test_op_conforms(backend, op_name, dtype_name, request):
     if not full and not in_ci_tier(backend, ops.get_op(op_name), accel.as_dtype(dtype_name)):
         pytest.skip(f"CI tier: {backend.spec} decomposes {op_name}; its decomposition runs in float32/bfloat16 "
                     f"here and in every dtype on the reference backend (use --conformance-full)")
-    result = run_suite(backend, op_names=[op_name], dtype_names=[dtype_name], quick=not full, ci=not full)
+    from accel.conformance.expectations import Expectations
+
+    path = request.config.getoption("--accel-expectations", default=None)
+    result = run_suite(backend, op_names=[op_name], dtype_names=[dtype_name], quick=not full, ci=not full,
+                       expectations=Expectations.load(path) if path else None)
     bad = [r for r in result.rows if r.status in ("fail", "xpass")]
     assert result.rows, f"{op_name}[{dtype_name}] generated no cases"
     assert not bad, f"{len(bad)} of {len(result.rows)} cases fail on {backend.spec}:\n{_bad_rows_text(bad)}"

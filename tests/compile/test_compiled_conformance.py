@@ -19,7 +19,7 @@ FAST_DTYPES = (accel.float32, accel.bfloat16, accel.int64)
 
 
 def compiled_failures(backend, cases) -> tuple[list[str], int]:
-    expectations = Expectations.for_backend(backend.name)
+    expectations = Expectations.for_backend(backend)
     failures, ran = [], 0
     for case in cases:
         if case.layout != "contiguous":

@@ -77,7 +77,7 @@ def _other_backends():
 
 
 def _available():
-    from accel.conformance.pytest_plugin import selected_backends
+    from accel.testing import selected_backends
 
     class Config:
         def getoption(self, _):
