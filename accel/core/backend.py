@@ -97,6 +97,9 @@ class Backend(abc.ABC):
     # creation's dtype). An op not listed produces any dtype in `dtypes` (for ops without tensor
     # inputs: any dtype in its `op_dtypes`).
     op_outputs: ClassVar[dict[Op, tuple[DType, ...]]] = {}
+    # Absolute path of the backend's reviewed known-failures TOML (accel/conformance/expectations.py
+    # has the format); `accel conformance` and `pytest -p accel.testing` read it. None: none.
+    known_failures: ClassVar[str | None] = None
 
     def __init__(self, device: str | None = None):
         self.device = device or self.default_device()
