@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 
+from accel import precision
 from accel.io import safetensors as checkpoint
 from accel.core.dispatch import AccelWarning
 from accel.core.errors import ModelError
@@ -66,14 +67,21 @@ def load_params(path: str, config: LlamaConfig, backend=None, dtype=None) -> dic
     return checkpoint.load_tensors([index[n] for n in expected], backend, dtype)
 
 
-def load_pretrained(path: str, backend=None, dtype=None) -> LlamaModel:
+def load_pretrained(path: str, backend=None, dtype=None, fp8=None) -> LlamaModel:
     """A Hugging Face-format model directory as a LlamaModel on `backend` (default: current).
 
     Reads config.json, model.safetensors (or a sharded model.safetensors.index.json) streamed
     tensor by tensor, and tokenizer.json when present (then `model.tokenizer` is set).
     `dtype` casts the weights (e.g. "bfloat16"); None keeps the checkpoint's.
+    `fp8` (a policy file, dict or accel.precision.Policy) stores the policy's layers in FP8 with
+    their scales; a directory saved by accel.precision.save_fp8_model loads in FP8 as it is.
     """
     path = os.fspath(path)
+    if fp8 is not None or precision.is_fp8_checkpoint(path):  # docs/fp8.md
+        model = precision.load_fp8_model(path, backend) if precision.is_fp8_checkpoint(path) else None
+        if model is None:
+            model = load_pretrained(path, backend, dtype)
+        return precision.apply_policy(model, fp8) if fp8 is not None else model
     if not os.path.isdir(path):
         raise ModelError(f"model directory not found: {path}",
                          hint="pass a directory with config.json and model.safetensors "

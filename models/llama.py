@@ -14,7 +14,7 @@ import array
 import math
 
 import accel
-from accel import ops
+from accel import ops, precision
 from accel.core.tensor import Tensor
 
 from .config import LlamaConfig
@@ -59,7 +59,9 @@ def rope_tables(config: LlamaConfig, positions: Tensor, dtype) -> tuple[Tensor, 
 
 # --- the blocks -----------------------------------------------------------------------------
 def _proj(params: dict, name: str, x: Tensor) -> Tensor:
-    return ops.linear(x, params[name + ".weight"], params.get(name + ".bias"))
+    # accel.precision.linear is ops.linear unless an FP8 policy covers this layer (docs/fp8.md)
+    return precision.linear(name, x, params[name + ".weight"], params.get(name + ".bias"),
+                            params.get(name + ".weight_scale"))
 
 
 def attention_mask(positions: Tensor, cache: KVCache | None) -> Tensor:

@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--dtype", default=None, help="cast the weights, e.g. bfloat16 (default: as stored)")
     p.add_argument("--compile", action="store_true",
                    help="run prefill and decode as compiled graphs (accel.compile; one trace per shape)")
+    p.add_argument("--fp8", default=None, metavar="POLICY",
+                   help="run the layers an `accel fp8-plan` policy names in FP8 (weights stored in float8)")
     p.set_defaults(run=run)
 
 
@@ -27,7 +29,7 @@ def run(args) -> int:
     import accel.models
 
     model = accel.models.load_pretrained(args.model or accel.models.bundled_path(),
-                                         backend=args.backend, dtype=args.dtype)
+                                         backend=args.backend, dtype=args.dtype, fp8=args.fp8)
     if model.tokenizer is None:
         raise accel.ModelError(f"{args.model} has no tokenizer.json", hint="accel generate needs text in and out")
     if args.compile:

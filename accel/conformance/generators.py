@@ -208,4 +208,4 @@ def specials_for(dtype: DType) -> tuple:
     return (np.nan, np.inf, -np.inf, -0.0)
 
 
-from accel.conformance import families_basic, families_nn  # noqa: E402,F401  (they register)
+from accel.conformance import families_basic, families_fp8, families_nn  # noqa: E402,F401  (they register)

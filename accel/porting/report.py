@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from accel import precision
 from accel.core import dispatch
 from accel.core.dtypes import ALL_DTYPES, DType
 from accel.core.errors import AccelError
@@ -182,6 +183,7 @@ class PortReport:
     counters: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     error: str | None = None
+    fp8_layers: dict[str, dict[str, int]] = field(default_factory=dict)  # layer -> {recipe: calls}
 
     @property
     def ok(self) -> bool:
@@ -226,6 +228,10 @@ class PortReport:
                          f"{ch.max_logit_deviation:.3g} (max |logit| {ch.max_reference_logit:.3g}, "
                          f"NMSE {ch.logits_nmse:.3g}); greedy tokens agree {ch.greedy_matches}/"
                          f"{ch.greedy_tokens} ({ch.greedy_agreement:.0%}), first divergence: {div}")
+        if self.fp8_layers:  # accel.precision: which linears ran FP8 (docs/fp8.md)
+            recipes = sorted({r for per in self.fp8_layers.values() for r in per})
+            lines.append(f"FP8 layers: {len(self.fp8_layers)} ran FP8 ({', '.join(recipes)}): "
+                         + ", ".join(self.fp8_layers))
         for w in self.warnings:
             lines.append(f"warning: {w}")
         if self.error:
@@ -289,7 +295,7 @@ def _bytes(n: float) -> str:
 
 # --- running it -------------------------------------------------------------------------------
 def port_report(model_dir: str, backend=None, *, prompt: str = DEFAULT_PROMPT, new_tokens: int = 16,
-                dtype=None, reference=None) -> PortReport:
+                dtype=None, reference=None, fp8=None) -> PortReport:
     """Run `prompt` + `new_tokens` greedy tokens through the model on `backend` and report.
 
     `dtype` casts the model's weights on the target (None keeps the checkpoint's); the
@@ -314,7 +320,8 @@ def port_report(model_dir: str, backend=None, *, prompt: str = DEFAULT_PROMPT, n
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = load_pretrained(model_dir, backend=target, dtype=dtype)
+            model = load_pretrained(model_dir, backend=target, dtype=dtype, fp8=fp8)
+            precision.reset_layer_stats()
             before = dispatch.stats.snapshot().get(target.spec, {})
             start = profiler.now()
             try:  # profiled first, so an op the backend refuses shows up in the table
@@ -344,7 +351,7 @@ def port_report(model_dir: str, backend=None, *, prompt: str = DEFAULT_PROMPT, n
         dtype=(model.dtype.name if model is not None else str(dtype or ref_model.dtype.name)),
         prompt=prompt, new_tokens=new_tokens, clock="simulated" if profiler.simulated else "wall",
         total_time=total, outside_ops_time=max(total - inside, 0.0), ops=tuple(rows), check=check,
-        counters=counters, warnings=messages, error=error)
+        counters=counters, warnings=messages, error=error, fp8_layers=precision.layer_stats())
 
 
 def _rows(profiler: OpProfiler, before: dict, after: dict, total: float, backend) -> list[OpRow]:
