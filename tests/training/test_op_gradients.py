@@ -98,6 +98,25 @@ CASES = [
       np.array([[True, False, True, True], [False, False, False, False]])], {"attention"}),
 ]
 
+
+def _declared_elementwise_cases() -> list:
+    """A case for every differentiable elementwise op not listed above, drawn inside the domain
+    its declaration gives its conformance cases: a new unary/binary op needs no line here."""
+    listed = set().union(*(c[3] for c in CASES))
+    out = []
+    for op in ops.ALL_OPS:
+        family = (op.cases or {}).get("family")
+        if op.name in listed or op.vjp is None or family not in ("unary", "binary"):
+            continue
+        low, high = op.cases.get("domain") or (-3.0, 3.0)
+        domains = [(low, high)] + ([op.cases.get("rhs_domain") or (low, high)] if family == "binary" else [])
+        inputs = [rng.uniform(lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo), (3, 4)) for lo, hi in domains]
+        out.append((f"{op.name}-declared", op, inputs, {op.name}))
+    return out
+
+
+CASES += _declared_elementwise_cases()
+
 # Not differentiable (bool/integer results or no tensor inputs): their outputs are constants.
 NOT_DIFFERENTIABLE = {"eq", "ne", "lt", "le", "gt", "ge", "logical_not", "logical_and",
                       "logical_or", "argmax", "full", "arange", "random_normal", "random_uniform"}
