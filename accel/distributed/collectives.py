@@ -114,7 +114,8 @@ def start_all_reduce_buckets(tensors: list[Tensor], op: str = "mean",
         flat = flats[0] if len(flats) == 1 else concat(flats, 0)
         _ops.all_reduce.infer(flat, op=op)
         dispatch_stats.add(flat.backend.spec, _ops.all_reduce.name, "decomposed")
-        pending.append(engine.start("all_reduce", flat, {"op": op}))
+        # a concatenated bucket is ours to reduce in place; a lone tensor is the caller's
+        pending.append(engine.start("all_reduce", flat, {"op": op}, donated=len(flats) > 1))
     return PendingBuckets(list(tensors), buckets, pending)
 
 

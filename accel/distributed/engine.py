@@ -120,16 +120,18 @@ class Staged:
         return _torch().empty(shape, dtype=self.tensor.dtype, device=self.tensor.device)
 
 
-def stage(x: Tensor, comm: str, *, writable: bool, op: str) -> Staged:
+def stage(x: Tensor, comm: str, *, writable: bool, op: str, donated: bool = False) -> Staged:
     """`x` as a contiguous torch tensor for library `comm`; `writable` gives a private buffer
-    (in-place collectives) so the input is never changed."""
+    (in-place collectives) so the input is never changed, unless the caller `donated` `x` (a
+    buffer it made for this call and never reads again, e.g. a gradient bucket)."""
     backend = x.backend
     view = backend.torch_view(x.data) if backend.collective_backend == comm else None
     if view is not None:
-        t = view.clone(memory_format=_torch().contiguous_format) if writable else view.contiguous()
+        private = writable and not donated
+        t = view.clone(memory_format=_torch().contiguous_format) if private else view.contiguous()
         return Staged(t, backend, x.dtype, host=False)
     host = backend.to_numpy(x.data)
-    owned = host is not x.data and host.flags.owndata and host.flags.writeable
+    owned = host.flags.writeable and (donated or (host is not x.data and host.flags.owndata))
     if (writable and not owned) or not host.flags.c_contiguous:
         host = np.array(host, order="C", copy=True)
     stats.add(op, host_path=1, staged_bytes=host.nbytes)
@@ -217,8 +219,10 @@ class Engine:
     def __call__(self, name: str, x: Tensor, attrs: dict) -> Tensor:
         return self.start(name, x, attrs, async_op=False).wait()
 
-    def start(self, name: str, x: Tensor, attrs: dict, *, async_op: bool = True) -> "Pending":
-        """Launch one collective; `async_op` returns before it completes where the library can."""
+    def start(self, name: str, x: Tensor, attrs: dict, *, async_op: bool = True,
+              donated: bool = False) -> "Pending":
+        """Launch one collective; `async_op` returns before it completes where the library can.
+        `donated`: the caller gives `x` up (see `stage`), so an in-place collective needs no copy."""
         with self._lock:
             self.seq += 1
             seq = self.seq
@@ -232,7 +236,7 @@ class Engine:
         launch = getattr(self, f"_{name}")
         detail = f" of {x.dtype.name}{list(x.shape)} on {x.backend.spec}"
         work, staged, result, finish = run_guarded(
-            name, lambda: launch(x, attrs, async_op), self.rank, self.world_size, self.wait_s,
+            name, lambda: launch(x, attrs, async_op, donated and not upcast), self.rank, self.world_size, self.wait_s,
             seq=seq, detail=detail)
         stats.add(name, calls=1, bytes=x.nbytes, upcasts=int(upcast))
         return Pending(self, name, seq, detail, work, staged, result, finish, begin,
@@ -243,9 +247,9 @@ class Engine:
         return self.timeout_s if self.call_timeout_s is None else self.call_timeout_s
 
     # Each returns (work handle or None, Staged, torch result, finish(result) -> result).
-    def _all_reduce(self, x: Tensor, attrs: dict, async_op: bool):
+    def _all_reduce(self, x: Tensor, attrs: dict, async_op: bool, donated: bool):
         dist = _torch().distributed
-        staged = stage(x, self.comm, writable=True, op="all_reduce")
+        staged = stage(x, self.comm, writable=True, op="all_reduce", donated=donated)
         t, reduction = staged.tensor, attrs.get("op", "sum")
         if not t.numel():
             return None, staged, t, None
@@ -268,7 +272,7 @@ class Engine:
 
         return _Works(works), staged, t, restore_nan
 
-    def _reduce_scatter(self, x: Tensor, attrs: dict, async_op: bool):
+    def _reduce_scatter(self, x: Tensor, attrs: dict, async_op: bool, donated: bool):
         dist = _torch().distributed
         staged = stage(x, self.comm, writable=False, op="reduce_scatter")
         t = staged.tensor
@@ -279,7 +283,7 @@ class Engine:
             work = scatter(out, t, op=dist.ReduceOp.SUM, group=self.group, async_op=async_op)
         return work, staged, out, self._mean(attrs.get("op", "sum"))
 
-    def _all_gather(self, x: Tensor, attrs: dict, async_op: bool):
+    def _all_gather(self, x: Tensor, attrs: dict, async_op: bool, donated: bool):
         dist = _torch().distributed
         staged = stage(x, self.comm, writable=False, op="all_gather")
         t = staged.tensor
@@ -291,9 +295,9 @@ class Engine:
             work = gather(dst, src, group=self.group, async_op=async_op)
         return work, staged, out, None
 
-    def _broadcast(self, x: Tensor, attrs: dict, async_op: bool):
+    def _broadcast(self, x: Tensor, attrs: dict, async_op: bool, donated: bool):
         dist = _torch().distributed
-        staged = stage(x, self.comm, writable=True, op="broadcast")
+        staged = stage(x, self.comm, writable=True, op="broadcast", donated=donated)
         t = staged.tensor
         work = None
         if t.numel():
