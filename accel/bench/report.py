@@ -46,6 +46,10 @@ def markdown(results: dict) -> str:
         lines += _train(results["train"])
     if "ops" in results:
         lines += _ops(results["ops"])
+    if "distributed" in results:
+        from accel.bench import distributed
+
+        lines += distributed.markdown(results["distributed"])
     lines += [f"Run took {results.get('elapsed_s', 0):.0f} s.", ""]
     return "\n".join(lines)
 

@@ -43,6 +43,10 @@ def run(settings, progress: bool = True, log=None) -> dict:
         out["train"] = {"config": config.to_dict(), "parameters": config.num_parameters(),
                         "batch": settings.train_batch, "seq": settings.train_seq,
                         "rows": training.summarise_train(rows)}
+    if "distributed" in settings.sections:
+        from accel.bench import distributed
+
+        out["distributed"] = distributed.run_section(settings, log)
     if roofline is not None:
         if not settings.quick:  # measured again at the end: a busy minute only lowers a peak
             again = _roofline(backends, settings, log)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-SECTIONS = ("roofline", "ops", "model", "train")
+SECTIONS = ("roofline", "ops", "model", "train", "distributed")
 
 # ~100M parameters (95.6M): the size the issue asks for, small enough for a 2-core CPU.
 MODEL_FULL = dict(vocab_size=32000, hidden_size=640, intermediate_size=1728, num_hidden_layers=12,
