@@ -30,7 +30,9 @@ def run(args) -> int:
             fused = [op.name for op in ops.COMPOSITES if op.name in caps.native_ops]
             print(f"  {backend.spec}")
             for key, value in caps.facts.items():
-                print(f"    {key}: {value}")
+                if key != "collective_backend":  # declared in Capabilities: printed below
+                    print(f"    {key}: {value}")
+            print(f"    collective_backend: {caps.collective_backend or 'none (cannot join a multi-process job)'}")
             print(f"    primitives native: {len(native_prims)}/{len(ops.PRIMITIVES)}"
                   + (f" (host fallback: {', '.join(missing)})" if missing else ""))
             print(f"    composites fused: {', '.join(fused) or 'none'} (others decompose)")
