@@ -12,9 +12,11 @@ One process is one replica group. Each step:
    DeviceError it could not recover from), the step is discarded and redone with the next quorum;
    otherwise the optimizer applies the global-batch gradient and the step and cursor advance.
 
-Float64 partial sums make the reduction independent of the order gloo adds them in, so a run is
-reproduced by a one-process run that splits each step among the same number of participants
-(`reference_losses`); with a different participation the losses differ by float32 rounding only.
+Each participant's partial sum is rounded to float32 values and the all-reduce adds them in
+float64, where a sum of a few float32 values is exact: the result does not depend on the order
+gloo adds them in, or on which replica holds which share. So a run is reproduced exactly by a
+one-process run that splits each step among the same number of participants (`replay`); with a
+different participation the losses differ by float32 rounding only.
 """
 from __future__ import annotations
 
@@ -95,7 +97,9 @@ def local_gradient(loss_and_grad, state: ReplicaState, data, ids: range, plan: S
         weight = len(chunk) / total
         out[:-1] += accel.asnumpy(layout.flatten(grads)).astype(np.float64) * weight
         out[-1] += float(loss) * weight
-    return out
+    # rounded to float32 values, so that adding 2..N of them in float64 is exact (24-bit mantissas,
+    # 29 bits of headroom) and gloo's ring order cannot change the sum
+    return out.astype(np.float32).astype(np.float64)
 
 
 def apply_update(optimizer, state: ReplicaState, reduced: np.ndarray, layout: FlatLayout, cfg: TrainConfig,
@@ -220,8 +224,11 @@ def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend,
             if not math.isfinite(loss):
                 raise DivergenceError(f"fault-tolerant training diverged at step {step}: loss {loss}",
                                       hint="lower --lr or raise --warmup")
-            holder["state"] = apply_update(optimizer, holder["state"], buf.numpy(), layout, cfg,
-                                           failover.backend, master, plan, step)
+            # a DeviceError in the update moves to the spare too and re-applies the same reduced
+            # gradient to the snapshot (without a spare it ends the process: torchrun restarts it)
+            holder["state"], _ = failover.run(
+                lambda s: apply_update(optimizer, s, buf.numpy(), layout, cfg, failover.backend, master, plan,
+                                       step), holder["state"])
             failover.remember(holder["state"])
             if step == 0:
                 open(_marker(out, "committed"), "w").close()

@@ -1,0 +1,125 @@
+"""The job's fault-tolerance record, folded from every replica's event file: what training.json
+keeps and the summary `accel train` prints at the end.
+
+A step counts as committed when any replica logged its commit. Its samples are the union of the
+shares that the participants of the committing quorum logged before voting (a replica killed
+right after voting may not have logged its commit, but its share was logged and went into the
+all-reduce). `check_exactly_once` verifies that the committed steps are 0..S-1, each once, and
+that their samples are exactly the ids S·G .. expected, each once.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from accel.distributed.fault_tolerance.events import read_events
+
+
+def fold(out: str) -> dict:
+    events = read_events(out)
+    commits: dict[int, dict] = {}
+    shares = defaultdict(list)  # (step, quorum) -> [start, stop) shares
+    for e in events:
+        if e["kind"] == "commit":
+            commits.setdefault(e["step"], e)
+        elif e["kind"] == "step":
+            shares[(e["step"], e["quorum"])].append((e["replica"], tuple(e["samples"])))
+    quorum_of = {}
+    # the committing quorum of a step: the quorum of the last `step` record of a committing replica
+    last_step_record = {}
+    for e in events:
+        if e["kind"] == "step":
+            last_step_record[(e["replica"], e["pid"], e["step"])] = e["quorum"]
+        elif e["kind"] == "commit":
+            quorum_of[e["step"]] = last_step_record.get((e["replica"], e["pid"], e["step"]))
+    samples = {s: sorted({share for _, share in shares[(s, quorum_of[s])]}) for s in commits}
+    starts = [e for e in events if e["kind"] == "start"]
+    aborted = [e for e in events if e["kind"] == "step_aborted"]
+    heals = [e for e in events if e["kind"] == "heal"]
+    device = [e for e in events if e["kind"] == "device_retry"]
+    done = [e for e in events if e["kind"] == "done"]
+    first, last = (events[0]["t"], events[-1]["t"]) if events else (0.0, 0.0)
+    wall = max(last - first, 1e-9)
+    failures = _failures(events)
+    committed_time = max((d.get("seconds", 0.0) for d in done), default=0.0)
+    return {
+        "committed_steps": len(commits),
+        "losses": [commits[s]["loss"] for s in sorted(commits)],
+        "participants": [commits[s]["participants"] for s in sorted(commits)],
+        "samples": {str(s): samples[s] for s in sorted(commits)},
+        "restarts": sum(1 for e in starts if e.get("restart", 0) > 0),
+        "failures": failures,
+        "steps_redone": len({(e["step"], e["replica"], e["pid"], round(e["t"], 3)) for e in aborted}),
+        "steps_redone_by_step": dict(Counter(str(e["step"]) for e in aborted)),
+        "heals": [{"replica": e["replica"], "from_step": e["from_step"], "to_step": e["to_step"],
+                   "seconds": e["seconds"], "ok": e["ok"]} for e in heals],
+        "device_retries": [{k: e[k] for k in ("replica", "failed_device", "spare", "step", "error",
+                                              "retry_seconds")} for e in device],
+        "wall_seconds": wall,
+        "effective_time_share": _effective_share(events, wall),
+        "replica_seconds": committed_time,
+    }
+
+
+def _failures(events: list[dict]) -> list[dict]:
+    """One entry per failure seen by the survivors: the first aborted step of each failure episode,
+    with how long after the step began it was detected, and when the quorum shrank."""
+    out, open_episode, seen = [], None, {}
+    for e in events:
+        if e["kind"] == "quorum":
+            before, seen[e["replica"]] = seen.get(e["replica"]), e["participants"]
+            if before is not None and e["participants"] < before:
+                if open_episode is None:  # left without failing a collective: caught by heartbeats
+                    open_episode = {"step": e["step"], "detected_by": e["replica"],
+                                    "cause": "a replica stopped heartbeating and left the quorum",
+                                    "detected_after_s": e["since_last_commit"], "t": e["t"]}
+                    out.append(open_episode)
+                open_episode.setdefault("quorum", f"{before} -> {e['participants']} replicas")
+        elif e["kind"] == "step_aborted" and open_episode is None:
+            open_episode = {"step": e["step"], "detected_by": e["replica"], "cause": e["cause"],
+                            "detected_after_s": e["detected_after"], "t": e["t"]}
+            out.append(open_episode)
+        elif e["kind"] == "commit":
+            open_episode = None
+        elif e["kind"] == "device_retry":
+            out.append({"step": e["step"], "detected_by": e["replica"], "cause": e["error"],
+                        "detected_after_s": 0.0, "t": e["t"], "recovered_in_process": True})
+    return out
+
+
+def _effective_share(events: list[dict], wall: float) -> float:
+    """Committed progress over wall time: the time of the first commit of each step (as the job
+    sees it) against the whole run, i.e. 1 - (time lost to failures, redone steps, heals) / wall."""
+    commit_times = sorted({e["step"]: e["t"] for e in reversed(events) if e["kind"] == "commit"}.values())
+    if len(commit_times) < 2:
+        return 1.0 if commit_times else 0.0
+    gaps = [b - a for a, b in zip(commit_times, commit_times[1:])]
+    typical = sorted(gaps)[len(gaps) // 2]
+    return min(1.0, typical * len(commit_times) / max(commit_times[-1] - commit_times[0] + typical, 1e-9))
+
+
+def check_exactly_once(record: dict, steps: int, global_batch: int, policy_batch=None) -> list[str]:
+    """Problems with the committed record ([] if none): a missing or doubled step or sample."""
+    problems = []
+    if record["committed_steps"] != steps:
+        problems.append(f"{record['committed_steps']} committed steps, expected {steps}")
+    for s in range(steps):
+        shares = record["samples"].get(str(s))
+        if not shares:
+            problems.append(f"step {s}: no samples recorded")
+            continue
+        ids = Counter(i for a, b in shares for i in range(a, b))
+        expect = policy_batch(s) if policy_batch else global_batch
+        want = Counter(range(s * global_batch, s * global_batch + expect))
+        if ids != want:
+            problems.append(f"step {s}: samples {sorted(ids.elements())[:8]}... != expected "
+                            f"{s * global_batch}..{s * global_batch + expect - 1}")
+    return problems
+
+
+def summary_line(record: dict) -> str:
+    heal_s = [h["seconds"] for h in record["heals"]]
+    return (f"fault tolerance: {record['committed_steps']} steps committed, {len(record['failures'])} failures, "
+            f"{record['restarts']} restarts, {len(heal_s)} heals"
+            + (f" (median {sorted(heal_s)[len(heal_s) // 2]:.2f}s)" if heal_s else "")
+            + f", {record['steps_redone']} step attempts redone, {len(record['device_retries'])} device retries; "
+            f"effective-time share {100 * record['effective_time_share']:.1f}%")
