@@ -55,42 +55,56 @@ neg = _unary("neg", np.negative, onnx="Neg", dtypes=NUMERIC, prepare=None, infer
 @neg.defvjp
 def _neg_vjp(g, out, x):
     return (_ops.neg(g),)
+
+
 exp = _unary("exp", np.exp, domain=(-10.0, 10.0), onnx="Exp", doc="e**x elementwise.")
 
 
 @exp.defvjp
 def _exp_vjp(g, out, x):
     return (_ops.mul(g, out),)
+
+
 log = _unary("log", np.log, domain=(1e-3, 100.0), onnx="Log", doc="Natural logarithm elementwise.")
 
 
 @log.defvjp
 def _log_vjp(g, out, x):
     return (_ops.div(g, x),)
+
+
 sqrt = _unary("sqrt", np.sqrt, domain=(0.0, 100.0), onnx="Sqrt", doc="Square root elementwise.")
 
 
 @sqrt.defvjp
 def _sqrt_vjp(g, out, x):
     return (_ops.div(g, _ops.mul(out, 2.0)),)
+
+
 sin = _unary("sin", np.sin, domain=(-6.0, 6.0), onnx="Sin", doc="Sine elementwise (radians).")
 
 
 @sin.defvjp
 def _sin_vjp(g, out, x):
     return (_ops.mul(g, _ops.cos(x)),)
+
+
 cos = _unary("cos", np.cos, domain=(-6.0, 6.0), onnx="Cos", doc="Cosine elementwise (radians).")
 
 
 @cos.defvjp
 def _cos_vjp(g, out, x):
     return (_ops.neg(_ops.mul(g, _ops.sin(x))),)
+
+
 tanh = _unary("tanh", np.tanh, domain=(-5.0, 5.0), onnx="Tanh", doc="Hyperbolic tangent elementwise.")
 
 
 @tanh.defvjp
 def _tanh_vjp(g, out, x):
     return (_ops.mul(g, _ops.sub(1.0, _ops.mul(out, out))),)
+
+
 erf = _unary("erf", np.vectorize(math.erf, otypes=[np.float64]), onnx="Erf",
              doc="Gauss error function elementwise (for exact GELU).")
 
@@ -98,6 +112,8 @@ erf = _unary("erf", np.vectorize(math.erf, otypes=[np.float64]), onnx="Erf",
 @erf.defvjp
 def _erf_vjp(g, out, x):
     return (_ops.mul(g, _ops.mul(_ops.exp(_ops.neg(_ops.mul(x, x))), 2.0 / math.sqrt(math.pi))),)
+
+
 abs = _unary("abs", np.abs, onnx="Abs", dtypes=NUMERIC, prepare=None, infer=elementwise_infer,
              doc="|x| elementwise.")
 
@@ -121,6 +137,7 @@ def _rsqrt_vjp(g, out, x):
     # d/dx x^(-1/2) = -1/2 x^(-3/2) = -1/2 out^3
     return (_ops.mul(_ops.mul(g, -0.5), _ops.mul(out, _ops.mul(out, out))),)
 
+
 # --- binary ---------------------------------------------------------------------------------
 add = _binary("add", np.add, onnx="Add", dtypes=NUMERIC, doc="x + y with broadcasting.")
 
@@ -129,6 +146,8 @@ add = _binary("add", np.add, onnx="Add", dtypes=NUMERIC, doc="x + y with broadca
 def _add_vjp(g, out, x, y):
     return (unbroadcast(g, x.shape) if needs(x) else None,
             unbroadcast(g, y.shape) if needs(y) else None)
+
+
 sub = _binary("sub", np.subtract, onnx="Sub", doc="x - y with broadcasting.")
 
 
@@ -136,6 +155,8 @@ sub = _binary("sub", np.subtract, onnx="Sub", doc="x - y with broadcasting.")
 def _sub_vjp(g, out, x, y):
     return (unbroadcast(g, x.shape) if needs(x) else None,
             unbroadcast(_ops.neg(g), y.shape) if needs(y) else None)
+
+
 mul = _binary("mul", np.multiply, onnx="Mul", doc="x * y with broadcasting.")
 
 
@@ -143,6 +164,8 @@ mul = _binary("mul", np.multiply, onnx="Mul", doc="x * y with broadcasting.")
 def _mul_vjp(g, out, x, y):
     return (unbroadcast(_ops.mul(g, y), x.shape) if needs(x) else None,
             unbroadcast(_ops.mul(g, x), y.shape) if needs(y) else None)
+
+
 div = _binary("div", np.divide, onnx="Div", dtypes=FLOATS, prepare=prepare_float_binary,
               rhs_domain=(0.5, 3.0),
               doc="True division x / y with broadcasting; integer inputs give float32.")
@@ -153,6 +176,8 @@ def _div_vjp(g, out, x, y):
     gx = _ops.div(g, y)
     return (unbroadcast(gx, x.shape) if needs(x) else None,
             unbroadcast(_ops.neg(_ops.mul(gx, out)), y.shape) if needs(y) else None)
+
+
 pow = _binary("pow", np.power, onnx="Pow", dtypes=FLOATS, prepare=prepare_float_binary,
               domain=(0.1, 3.0), rhs_domain=(-2.0, 2.0),
               doc="x ** y with broadcasting; integer inputs give float32.")
@@ -168,6 +193,8 @@ def _pow_vjp(g, out, x, y):
         safe_log = _ops.log(_ops.where(_ops.eq(x, 0.0), 1.0, x))
         gy = unbroadcast(_ops.mul(g, _ops.mul(out, safe_log)), y.shape)
     return gx, gy
+
+
 maximum = _binary("maximum", np.maximum, onnx="Max", doc="Elementwise maximum (NaN propagates).")
 
 
@@ -181,12 +208,15 @@ def _select_vjp(g, x, y, first_wins):
 @maximum.defvjp
 def _maximum_vjp(g, out, x, y):
     return _select_vjp(g, x, y, _ops.gt(x, y))
+
+
 minimum = _binary("minimum", np.minimum, onnx="Min", doc="Elementwise minimum (NaN propagates).")
 
 
 @minimum.defvjp
 def _minimum_vjp(g, out, x, y):
     return _select_vjp(g, x, y, _ops.lt(x, y))
+
 
 # --- comparisons and logic ------------------------------------------------------------------
 eq = _compare("eq", np.equal, onnx="Equal")

@@ -99,6 +99,8 @@ sum = Op("sum", kind=PRIMITIVE, inputs=("x",), attrs={"axis": None, "keepdims": 
 @sum.defvjp
 def _sum_vjp(g, out, x, *, axis=None, keepdims=False):
     return (_ops.broadcast_to(_ops.reshape(g, keep_shape(x.shape, axis)), x.shape),)
+
+
 max = Op("max", kind=PRIMITIVE, inputs=("x",), attrs={"axis": None, "keepdims": False},
          infer=_max_infer, reference=lambda x, *, axis=None, keepdims=False: np.max(x, axis=axis, keepdims=keepdims),
          prepare=_prepare_max, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES, exact=True,
@@ -112,6 +114,8 @@ def _max_vjp(g, out, x, *, axis=None, keepdims=False):
     hit = float_mask(_ops.eq(x, _ops.reshape(out, keep)), g)  # ties share the gradient evenly
     count = _ops.sum(hit, axis, True)
     return (_ops.mul(hit, _ops.div(_ops.reshape(g, keep), count)),)
+
+
 mean = Op("mean", kind=COMPOSITE, inputs=("x",), attrs={"axis": None, "keepdims": False},
           infer=_mean_infer, reference=lambda x, *, axis=None, keepdims=False: np.mean(x, axis=axis, keepdims=keepdims),
           decompose=_mean_decomposition, prepare=_prepare_axis, dtypes=dt.FLOAT_DTYPES,
@@ -124,6 +128,8 @@ def _mean_vjp(g, out, x, *, axis=None, keepdims=False):
     count = reduced_count(x.shape, axis)
     scaled = _ops.mul(_ops.reshape(g, keep_shape(x.shape, axis)), 1.0 / count if count else 0.0)
     return (_ops.broadcast_to(scaled, x.shape),)
+
+
 argmax = Op("argmax", kind=PRIMITIVE, inputs=("x",), attrs={"axis": -1, "keepdims": False},
             infer=_argmax_infer, reference=_argmax_reference, dtypes=dt.FLOAT_DTYPES + dt.INT_DTYPES,
             exact=True, onnx="ArgMax", cases={"family": "argmax"},
