@@ -18,6 +18,24 @@ COMMON = ["--model-config", "micro", "--data", CORPUS, "--seq-len", "32", "--lr"
           "--eval-every", "0", "--no-progress"]
 
 
+def tokenizer_dir(path) -> list[str]:
+    """A 300-token byte-level BPE trained on the corpus, saved as a model directory would hold
+    it; returns the --tokenizer arguments."""
+    from accel.cli.train import _tokenizer_config
+    from accel.io.tokenizer import Tokenizer, train_byte_level_bpe
+
+    with open(CORPUS, encoding="utf-8") as f:
+        text = f.read()
+    vocab = train_byte_level_bpe([p for p in text.split("\n\n") if p.strip()], 300)
+    tok = Tokenizer(vocab, bos_id=vocab.token_to_id("<s>"), eos_ids=[vocab.token_to_id("</s>")])
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "tokenizer.json"), "w", encoding="utf-8") as f:
+        f.write(vocab.to_str())
+    with open(os.path.join(path, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        f.write(_tokenizer_config(tok))
+    return ["--tokenizer", str(path)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -40,15 +58,21 @@ def _rank(rank: int, world: int, port: int, argv: list[str], env: dict) -> None:
     os._exit(code)
 
 
-def run_ranks(world: int, argv: list[str], env: dict | None = None, timeout: float = 120.0) -> list[int]:
-    """Exit codes of `accel train *argv` on `world` ranks (one process, in-process, for world 1)."""
+def run_ranks(world: int, argv: list[str], env: dict | None = None, timeout: float = 120.0,
+              extra: dict[int, list[str]] | None = None) -> list[int]:
+    """Exit codes of `accel train *argv` on `world` ranks (one process, in-process, for world 1);
+    `extra` appends arguments on some ranks only (a broken deployment)."""
     if world == 1:
         from accel.cli.main import main
 
         return [main(["train", *argv])]
+    import accel
+    import accel.distributed  # noqa: F401  (imported once here, inherited by every forked rank)
+
+    accel.get_backend("numpy")   # loads every backend class (torch, jax...) before the fork
     ctx = multiprocessing.get_context("fork")
     port = free_port()
-    procs = [ctx.Process(target=_rank, args=(r, world, port, ["train", *argv], env or {})) for r in range(world)]
+    procs = [ctx.Process(target=_rank, args=(r, world, port, ["train", *argv, *(extra or {}).get(r, [])], env or {})) for r in range(world)]
     for p in procs:
         p.start()
     for p in procs:
