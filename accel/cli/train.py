@@ -60,6 +60,8 @@ def register(sub) -> None:
                    help="reduce gradients over fixed shards in a fixed order: bitwise the same weights "
                         "on any world size that divides the shards")
     p.add_argument("--save-dtype", default="float32", help="dtype of the final model.safetensors")
+    p.add_argument("--fp8", default=None, metavar="POLICY",
+                   help="run the linears an `accel fp8-plan` policy names in FP8 (forward and backward GEMMs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     launch = p.add_argument_group("launch on several processes (torchrun)")
@@ -326,7 +328,12 @@ def train_from_args(args):
 
     from accel.models.llama import causal_lm_loss
 
-    params, opt_state, result = train(causal_lm_loss(config), params, data, cfg, backend,
+    loss_fn = causal_lm_loss(config)
+    if getattr(args, "fp8", None):  # docs/fp8.md; amax histories restart (current scaling) on resume
+        from accel import precision
+
+        loss_fn = precision.training_plan(args.fp8, config).wrap(loss_fn)
+    params, opt_state, result = train(loss_fn, params, data, cfg, backend,
                                       opt_state=opt_state, start_step=start, result=result, save=save,
                                       progress=not args.no_progress, comm=comm, plan=plan,
                                       resume_hint=_resume_command(out, comm), log=say)

@@ -42,21 +42,28 @@ def all_blocks_plan(config, recipe: str) -> Fp8Plan:
     return Fp8Plan({n: r for n in linear_shapes(config) if n.startswith("model.layers.")})
 
 
-def train_run(config, data, steps: int, *, plan: Fp8Plan | None, batch: int = 8, seq: int = 64,
-              lr: float = 3e-3, seed: int = 0, backend=None) -> RunResult:
-    from accel.models.llama import forward, init_params
-
-    backend = accel.get_backend(backend)
-    params = init_params(config, seed, backend, dt.float32)
+def mixed_loss(config):
+    """loss(params, inputs, targets): bfloat16 compute from float32 master weights, logits and
+    cross-entropy in float32 (as torch autocast does), so a 0.1% loss difference is not lost in
+    bfloat16's 0.4% spacing."""
+    from accel.models.llama import forward
 
     def loss(params, inputs, targets):
-        # bfloat16 compute from float32 masters; logits and cross-entropy in float32 (as torch
-        # autocast does), so a 0.1% loss difference is not lost in bfloat16's 0.4% spacing
         low = {k: ops.cast(v, dt.bfloat16) for k, v in params.items()}
         positions = ops.arange(inputs.shape[1], backend=inputs.backend)
         logits = forward(low, config, inputs, positions)
         return ops.cross_entropy(ops.cast(logits, dt.float32), targets)
 
+    return loss
+
+
+def train_run(config, data, steps: int, *, plan: Fp8Plan | None, batch: int = 8, seq: int = 64,
+              lr: float = 3e-3, seed: int = 0, backend=None) -> RunResult:
+    from accel.models.llama import init_params
+
+    backend = accel.get_backend(backend)
+    params = init_params(config, seed, backend, dt.float32)
+    loss = mixed_loss(config)
     grads_of = accel.value_and_grad(plan.wrap(loss) if plan is not None else loss)
     opt = AdamW(lr=lr, weight_decay=0.1)
     state = opt.init(params)

@@ -43,3 +43,24 @@ def test_fp8_training_tracks_bfloat16(setup, recipe, capsys):
     assert gap < MAX_GAP
     if recipe == "tensorwise_delayed":  # the amax histories filled up as training state
         assert all(h.filled == 16 for layer in plan.state.layers.values() for h in layer.histories.values())
+
+
+def test_train_cli_runs_the_policy_in_fp8(tmp_path):
+    """`accel train --fp8 POLICY` on a policy `accel fp8-plan` wrote for a trained micro model."""
+    from accel.cli.main import main
+
+    base = ["--model-config", "micro", "--data", default_data(), "--train-tokenizer", "300", "--batch-size", "2",
+            "--seq-len", "16", "--warmup", "2", "--no-progress", "--backend", "numpy"]
+    assert main(["train", *base, "--steps", "4", "--out", str(tmp_path / "run")]) == 0
+    policy = tmp_path / "policy.json"
+    assert main(["fp8-plan", "--model", str(tmp_path / "run"), "--backend", "numpy", "--allow-first-last",
+                 "--batches", "1", "--batch-size", "2", "--seq-len", "16", "--out", str(policy)]) == 0
+    chosen = precision.load_policy(policy)
+    assert chosen.summary()["fp8_layers"] == 14 and not chosen.layers["lm_head"].is_fp8
+    precision.reset_layer_stats()
+    assert main(["train", *base, "--steps", "3", "--out", str(tmp_path / "fp8"), "--fp8", str(policy)]) == 0
+    ran = precision.layer_stats()
+    assert set(ran) == {n for n, c in chosen.layers.items() if c.is_fp8}
+    # a policy for another model is refused before training starts
+    assert main(["train", base[0], "tiny", *base[2:], "--steps", "1", "--out", str(tmp_path / "x"),
+                 "--fp8", str(policy)]) == 1
