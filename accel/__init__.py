@@ -1,7 +1,7 @@
 """accel: a hardware-portable accelerator layer.
 
 Model code is written once against `accel.ops`; a backend plugin implements the ops for one
-kind of hardware. See DESIGN.md for the layers, `accel info` for what is installed here.
+kind of hardware. See docs/architecture.md for the layers, `accel info` for what is installed here.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Kernel pieces that are the same logic in every array-library backend (numpy, jax, torch).
 
 The low-precision rule is written once here: an input whose dtype the library cannot (or, by
-CONFORMANCE.md, must not) compute in directly is widened, computed, and rounded once to its own
+docs/conformance.md, must not) compute in directly is widened, computed, and rounded once to its own
 dtype. Each backend passes what differs: which dtypes are "low", how to widen an array and how
 to round a result back (torch's float8 rounding has its own overflow rule). On the fast path,
 an input that is not low precision, the wrapper costs one dtype test.

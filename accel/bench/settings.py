@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 
 SECTIONS = ("roofline", "ops", "model", "train", "distributed")
 
-# ~100M parameters (95.6M): the size the issue asks for, small enough for a 2-core CPU.
+# ~100M parameters (95.6M): the model size docs/benchmarks.md targets, small enough for a 2-core CPU.
 MODEL_FULL = dict(vocab_size=32000, hidden_size=640, intermediate_size=1728, num_hidden_layers=12,
                   num_attention_heads=10, num_key_value_heads=5, max_position_embeddings=1024)
 # --quick: the same shape family at ~4M parameters, so the whole run fits in two minutes.

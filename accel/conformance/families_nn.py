@@ -8,7 +8,7 @@ from accel.core import dtypes as dt
 from accel.conformance.generators import Spec, Values, family, rounded, specials_for
 from accel.conformance.families_basic import _label
 
-# Large logits for softmax and cross-entropy (CONFORMANCE.md: fp32 ±1e4, fp16 ±6e4); the other
+# Large logits for softmax and cross-entropy (docs/conformance.md: fp32 ±1e4, fp16 ±6e4); the other
 # formats get a magnitude of the same spirit: near their top for float8, 1e4 elsewhere.
 LARGE_LOGITS = {"float16": 6e4, "float8_e4m3fn": 400.0, "float8_e5m2": 5e4}
 

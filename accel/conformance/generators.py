@@ -7,7 +7,7 @@ drawn in float64, rounded to the dtype under test (ml_dtypes for bfloat16/float8
 rounded arrays go to the backend and (upcast to float64) to the reference.
 
 Families live in `families_basic.py` (elementwise, creation, movement, indexing, reductions) and
-`families_nn.py` (matmul and the transformer composites). CONFORMANCE.md "Cases per op" lists
+`families_nn.py` (matmul and the transformer composites). docs/conformance.md "Cases per op" lists
 what they cover: scalar, size-1, empty, prime, 2^n+17 and 1025-sized dims, powers of two up to
 4096 on reduced dims, broadcasting pairs; transposed and strided layouts; N(0,1), small, large,
 subnormal, -0.0 and injected NaN/±inf values.

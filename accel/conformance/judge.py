@@ -1,4 +1,4 @@
-"""The judge: one backend output against one reference, by the rules of CONFORMANCE.md.
+"""The judge: one backend output against one reference, by the rules of docs/conformance.md.
 
 Order: shape, then non-finite values (NaN positions exact; ±inf position and sign), then the
 finite elements by the op's tolerance kind — bit-exact, elementwise |a-r| <= atol + rtol|r|, or

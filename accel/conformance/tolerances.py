@@ -1,4 +1,4 @@
-"""Every tolerance the conformance suite uses, in one place (the tables of CONFORMANCE.md).
+"""Every tolerance the conformance suite uses, in one place (the tables of docs/conformance.md).
 
 Change a number only with a measured reason written beside it. Per-op exceptions are entries of
 `OVERRIDES`, keyed `(op, dtype, backend)` (`"*"` matches any), each with its justification.
@@ -24,10 +24,10 @@ ELEMENTWISE: dict[str, tuple[float, float]] = {  # dtype -> (rtol, atol)
 
 # Accumulating ops (matmul, reductions, softmax, norms, attention, cross-entropy): both
 # NMSE = sum((a-r)^2)/sum(r^2) and scaled max = max|a-r|/rms(r) must be under these.
-# Calibration (CONFORMANCE.md): a correct fp16 matmul at K=4096 gives NMSE ~4e-8, a bf16 one
+# Calibration (docs/conformance.md): a correct fp16 matmul at K=4096 gives NMSE ~4e-8, a bf16 one
 # ~3e-6; the same matmuls accumulating in fp16/bf16 give 1.4e-4 and 4.6e-3.
 ACCUMULATING: dict[str, tuple[float, float]] = {  # dtype -> (nmse, scaled_max)
-    # float64 is not in CONFORMANCE.md's table: a float64 kernel differs from the float64
+    # float64 is not in docs/conformance.md's table: a float64 kernel differs from the float64
     # reference only by summation order, ~1e-16 relative per element; 1e-20 / 1e-8 leave room.
     "float64": (1e-20, 1e-8),
     "float32": (1e-10, 1e-5),
@@ -47,7 +47,7 @@ class Tolerance:
     atol: float = 0.0
     nmse: float = 0.0
     scaled_max: float = 0.0
-    source: str = "CONFORMANCE.md"
+    source: str = "docs/conformance.md"
 
     def as_dict(self) -> dict:
         if self.kind == "exact":
@@ -97,7 +97,7 @@ def tolerance_for(op, dtype: str, backend: str = "*", overrides=None) -> Toleran
 def layout_tolerance(tol: Tolerance) -> Tolerance:
     """How a transposed or strided input's result is compared with the contiguous one.
 
-    Bit-exact, as CONFORMANCE.md asks, except for accumulating ops: a BLAS reads a transposed
+    Bit-exact, as docs/conformance.md asks, except for accumulating ops: a BLAS reads a transposed
     operand with a different kernel and summation order (measured: numpy/OpenBLAS float32
     (13, 64) @ (64, 17) with a transposed operand differs in the last bit on 12 of 221 outputs),
     so those keep their accumulating tolerance, now against the contiguous result.

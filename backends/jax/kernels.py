@@ -2,7 +2,7 @@
 
 Low-precision floats (float16, bfloat16, float8) compute in float32 and round once, as the
 reference does; matmul runs at the precision set by `set_matmul_precision` ("highest" by default,
-as CONFORMANCE.md pins). `KERNELS` is the body of a `jax.jit`ted graph; `EAGER_KERNELS` are the
+as docs/conformance.md pins). `KERNELS` is the body of a `jax.jit`ted graph; `EAGER_KERNELS` are the
 same kernels, each wrapped in its own `jax.jit` for eager calls (see there why). Only gather
 differs: eagerly the indices are checked on the host (jax itself would clamp silently), under jit
 an out-of-range index cannot raise and yields the fill value instead (documented in

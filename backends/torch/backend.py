@@ -160,7 +160,7 @@ class TorchBackend(Backend):
         return None if self.device_type == "cpu" else getattr(torch, self.device_type, None)
 
     def _pin_precision(self) -> None:
-        """CONFORMANCE.md: float32 matmuls in full precision, fp16/bf16 GEMMs reduce in float32.
+        """docs/conformance.md: float32 matmuls in full precision, fp16/bf16 GEMMs reduce in float32.
 
         These are process-wide torch switches; ACCEL_TORCH_ALLOW_TF32=1 leaves torch's own
         defaults alone (faster on Ampere+, judged by the reduced-precision thresholds)."""

@@ -1,7 +1,7 @@
 """Every torch kernel (primitives and fused composites) against the op's numpy float64 reference,
 in every dtype the op accepts: float16/bfloat16 natively, float8 through the emulation.
 
-Tolerances are CONFORMANCE.md's: elementwise |a - r| <= atol + rtol|r| per output dtype;
+Tolerances are docs/conformance.md's: elementwise |a - r| <= atol + rtol|r| per output dtype;
 accumulating ops by NMSE and scaled max error; exact ops (movement, indexing, casts, argmax)
 bit for bit. Inputs are rounded to the dtype under test before the reference sees them.
 """
@@ -232,7 +232,7 @@ def test_matmul_matches_reference(tb, dtype, shapes):
 
 @pytest.mark.parametrize("dtype", (dt.float16, dt.bfloat16), ids=lambda d: d.name)
 def test_low_precision_matmul_accumulates_in_float32(tb, dtype):
-    # CONFORMANCE.md calibration: at K=4096 fp32 accumulation gives NMSE ~4e-8 (fp16) / ~3e-6
+    # docs/conformance.md calibration: at K=4096 fp32 accumulation gives NMSE ~4e-8 (fp16) / ~3e-6
     # (bf16); accumulating in the low dtype gives 1.4e-4 / 4.6e-3 and fails the thresholds.
     a, b = normal((16, 4096), dtype, 13), normal((4096, 16), dtype, 14)
     assert_close(run_torch(tb, ops.matmul, [a, b]), reference(ops.matmul, [a, b]), dtype,
@@ -346,7 +346,7 @@ def test_softmax_family(tb, dtype):
         for axis in (-1, 0):
             assert_close(run_torch(tb, op, [x], axis=axis), reference(op, [x], axis=axis), dtype,
                          accumulating=True, what=f"{op.name} {dtype.name}")
-    if dtype in (dt.float32, dt.float16):  # large magnitudes (CONFORMANCE.md: ±1e4 fp32, ±6e4 fp16)
+    if dtype in (dt.float32, dt.float16):  # large magnitudes (docs/conformance.md: ±1e4 fp32, ±6e4 fp16)
         big = rounded(np.random.default_rng(20).uniform(-1, 1, (2, 9)) * (1e4 if dtype is dt.float32 else 6e4), dtype)
         assert_close(run_torch(tb, ops.softmax, [big]), reference(ops.softmax, [big]), dtype, accumulating=True)
 

@@ -176,3 +176,29 @@ def test_override_entries_take_precedence_per_backend():
     assert tolerance_for(ops.matmul, "float32", "vendorchip", overrides=table) is special
     assert tolerance_for(ops.matmul, "float32", "torch", overrides=table).nmse == 1e-10
     assert tolerance_for(ops.matmul, "float16", "vendorchip", overrides=table).nmse == 1e-6
+
+
+def test_docs_conformance_md_carries_the_numbers_of_tolerances_py():
+    """The tolerance tables are written in docs/conformance.md and live in code once, in
+    accel/conformance/tolerances.py: the two must say the same."""
+    import re
+    from pathlib import Path
+
+    from accel.conformance.tolerances import ACCUMULATING, ELEMENTWISE
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text()
+
+    def number(cell: str) -> float:
+        cell = cell.strip()
+        return 2.0 ** float(cell[2:]) if cell.startswith("2^") else float(cell)
+
+    elementwise, accumulating = {}, {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"[a-z0-9_, ]+", cells[0]) and cells[1][:1].isdigit():
+            for dtype in cells[0].split(", "):
+                elementwise[dtype] = (number(cells[1]), number(cells[2]))
+        elif len(cells) == 3 and re.fullmatch(r"[a-z0-9_]+", cells[0]) and cells[1][:1].isdigit():
+            accumulating[cells[0]] = (number(cells[1]), number(cells[2]))
+    assert elementwise == ELEMENTWISE
+    assert accumulating == ACCUMULATING

@@ -1,5 +1,5 @@
 """The model against Hugging Face transformers on the same weights: logits, greedy tokens and
-KV-cache decoding, for every architecture and config feature we claim (CONFORMANCE.md:
+KV-cache decoding, for every architecture and config feature we claim (docs/conformance.md:
 float32 logits within rtol 1e-4 / atol 1e-5, identical greedy tokens)."""
 from __future__ import annotations
 

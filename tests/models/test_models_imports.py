@@ -1,4 +1,4 @@
-"""DESIGN.md: `models/` sees accel only. Parse every file there and check each import."""
+"""docs/architecture.md: `models/` sees accel only. Parse every file there and check each import."""
 from __future__ import annotations
 
 import ast
