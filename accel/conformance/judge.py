@@ -15,6 +15,7 @@ import numpy as np
 
 from accel.core.dtypes import DType
 from accel.conformance.tolerances import Tolerance
+from accel.precision.metrics import nmse as nmse_of
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,11 @@ def _metrics(a, r, finite) -> dict:
     err = np.abs(diff)
     count = int(finite.sum())
     sum_sq_ref = float(np.sum(ref * ref))
-    sum_sq_err = float(np.sum(diff * diff))
+    nmse = nmse_of(diff + ref, ref)  # an all-zero reference: anything but exact zeros is inf
     if sum_sq_ref > 0:
-        nmse = sum_sq_err / sum_sq_ref
         scaled = float(err.max()) / np.sqrt(sum_sq_ref / count) if count else 0.0
-    else:  # an all-zero reference: anything but exact zeros is infinitely wrong
-        nmse = 0.0 if sum_sq_err == 0 else float("inf")
-        scaled = 0.0 if sum_sq_err == 0 else float("inf")
+    else:
+        scaled = 0.0 if nmse == 0 else float("inf")
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(ref != 0, err / np.abs(ref), np.where(err > 0, np.inf, 0.0))
     return {"nmse": float(nmse), "scaled_max": float(scaled),

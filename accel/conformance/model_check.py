@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from accel.precision.metrics import nmse as nmse_of
 
 import accel
 
@@ -73,7 +74,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 def compare_logits(ref: np.ndarray, got: np.ndarray, dtype: str) -> dict:
     limits = THRESHOLDS[dtype]
     diff = got - ref
-    nmse = float(np.sum(diff * diff) / np.sum(ref * ref))
+    nmse = nmse_of(got, ref)
     max_abs = float(np.max(np.abs(diff)))
     agreement = float(np.mean(np.argmax(got, -1) == np.argmax(ref, -1)))
     kl = None

@@ -27,6 +27,7 @@ import numpy as np
 from accel.core import dtypes as dt
 from accel.core.errors import ModelError
 from accel.core.tensor import Tensor
+from accel.io.files import give_default_mode
 
 # safetensors dtype codes <-> accel dtypes (the ones accel holds; others are reported, not guessed)
 TO_ACCEL: dict[str, dt.DType] = {
@@ -263,12 +264,6 @@ def _describe(name: str, value) -> tuple[str, tuple[int, ...], int]:
     return code, tuple(value.shape), math.prod(value.shape) * d.itemsize
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def save_safetensors(path: str, tensors: Mapping[str, object], metadata: Mapping[str, str] | None = None) -> None:
     """Write `tensors` ({name: accel.Tensor or numpy array}) to `path` atomically.
 
@@ -300,7 +295,7 @@ def save_safetensors(path: str, tensors: Mapping[str, object], metadata: Mapping
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
+        give_default_mode(tmp)
         with os.fdopen(fd, "wb") as f:
             f.write(len(blob).to_bytes(8, "little"))
             f.write(blob)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from accel import precision
+from accel.precision.metrics import nmse as nmse_of
 from accel.core import dispatch
 from accel.core.dtypes import ALL_DTYPES, DType
 from accel.core.errors import AccelError
@@ -386,7 +387,7 @@ def _check(ref_spec, ref_model, logits, ref_logits, tokens, ref_tokens, prompt_t
     diff = np.abs(logits - ref_logits)
     finite = np.isfinite(diff)
     max_dev = float(diff.max()) if finite.all() else float("inf")
-    nmse = float(np.sum((logits - ref_logits) ** 2) / max(np.sum(ref_logits ** 2), 1e-300))
+    nmse = nmse_of(logits, ref_logits)
     matches = sum(a == b for a, b in zip(tokens, ref_tokens))
     first = next((i for i, (a, b) in enumerate(zip(tokens, ref_tokens)) if a != b), None)
     return ModelCheck(ref_spec, ref_model.dtype.name, prompt_tokens, max_dev,

@@ -28,6 +28,7 @@ import signal
 import tempfile
 
 from accel.io import safetensors as st
+from accel.io.files import give_default_mode
 from accel.core.errors import ModelError
 from accel.autodiff.optim import AdamState
 
@@ -38,10 +39,6 @@ REQUIRED = ("model.safetensors", "optimizer.safetensors")
 CRASH_ENV = "ACCEL_TRAIN_CRASH"
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 STATE = "trainer_state.json"
 
 
@@ -49,7 +46,7 @@ def _atomic_write_text(path: str, text: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; these are ordinary files
+        give_default_mode(tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -83,7 +80,7 @@ def save_checkpoint(out_dir: str, step: int, params: dict, opt_state: AdamState,
     final = os.path.join(out_dir, name)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir)
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        give_default_mode(tmp, directory=True)
         meta = {"step": str(step), "format": "accel-train-1"}
         st.save_safetensors(os.path.join(tmp, "model.safetensors"), weights, meta)
         _crash_point("mid-save", step)

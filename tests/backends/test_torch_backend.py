@@ -17,6 +17,8 @@ torch = pytest.importorskip("torch")
 
 import accel  # noqa: E402
 from accel.core import dtypes as dt  # noqa: E402
+from accel.conformance.tolerances import ACCUMULATING  # noqa: E402
+from accel.precision.metrics import nmse as nmse_of  # noqa: E402
 from accel import ops  # noqa: E402
 from accel.backends.torch import backend as torch_backend  # noqa: E402
 from accel.backends.torch.backend import TorchBackend  # noqa: E402
@@ -253,9 +255,9 @@ def test_scaled_matmul_matches_float64(name, fa, fb, scales, out_dtype):
     assert out.dtype is out_dtype and out.shape == (m, n)
     ref = ops.scaled_matmul.reference(a, b, sa, sb, out_dtype=out_dtype)
     got = out.numpy().astype(np.float64)
-    nmse = np.sum((got - ref) ** 2) / np.sum(ref ** 2)
+    nmse = nmse_of(got, ref)
     scaled_max = np.max(np.abs(got - ref)) / np.sqrt(np.mean(ref ** 2))
-    limits = {dt.bfloat16: (5e-5, 6e-2), dt.float32: (1e-10, 1e-5)}[out_dtype]
+    limits = ACCUMULATING[out_dtype.name]  # the conformance tolerances (docs/conformance.md)
     assert nmse <= limits[0] and scaled_max <= limits[1], (nmse, scaled_max)
 
 

@@ -9,13 +9,10 @@ import pytest
 
 import accel
 import accel.models
+from accel.precision.metrics import nmse
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-
-def nmse(a, ref) -> float:
-    return float(np.sum((a - ref) ** 2) / np.sum(ref ** 2))
 
 
 @pytest.mark.parametrize("hf_model", ["llama-gqa", "qwen2"], indirect=True)
