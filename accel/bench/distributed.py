@@ -49,21 +49,27 @@ def run_section(settings, log) -> dict:
 
 def training_rows(settings, log) -> list[dict]:
     """Data-parallel training throughput (tokens/s on 1 and 2 ranks, share of a step spent in
-    communication). The data-parallel trainer fills this in; rows: {"ranks", "backend",
-    "tokens_per_s", "comm_share", ...}."""
-    return []
+    communication): accel/bench/distributed_training.py."""
+    from accel.bench.distributed_training import training_rows as rows
+
+    return rows(settings, log, tuple(settings.backends or DEFAULT_BACKENDS))
 
 
 # --- inside each rank ------------------------------------------------------------------------
-def _timed(fn, dist_barrier, calls: int = 1):
-    """Seconds per call of `fn`, over `calls` back-to-back calls after a barrier."""
+def _timed(fn, dist_barrier, calls: int = 1, cpu: list | None = None):
+    """Seconds per call of `fn`, over `calls` back-to-back calls after a barrier. `cpu` collects
+    this thread's CPU seconds per call: the library moves the bytes on its own threads while the
+    caller waits, so this is the caller's own cost (accel's Python, staging, copies), and a busy
+    host inflates it far less than the wall time."""
     import time
 
     def run() -> float:
         dist_barrier()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         for _ in range(calls):
             fn()
+        if cpu is not None:
+            cpu.append((time.thread_time() - start_cpu) / calls)
         return (time.perf_counter() - start) / calls
     return run
 
@@ -84,7 +90,10 @@ def _measure(spec: dict) -> dict:
     from accel.bench.timing import Case, interleave
     from accel.distributed import process_group as pg
 
-    info = dist.init(backend=spec["backends"][0])
+    def on_this_rank(name: str) -> str:  # torch:cuda -> torch:cuda:<local rank>
+        return dist.backend_for_local_rank(name, dist.local_rank())
+
+    info = dist.init(backend=on_this_rank(spec["backends"][0]))
     repeats = max(3, spec["repeats"])
     group = pg.STATE.data
     barrier = dist.barrier
@@ -94,31 +103,46 @@ def _measure(spec: dict) -> dict:
 
     def pair(row: dict, accel_fn, raw_fn):
         calls = row["calls_per_sample"] = calls_per_sample(row["bytes"])
-        row["accel"] = Case(f"{row['what']}/accel", _timed(accel_fn, barrier, calls))
-        row["raw"] = Case(f"{row['what']}/raw", _timed(raw_fn, barrier, calls))
-        cases.extend([row["accel"], row["raw"]])
+        row["accel_cpu"], row["raw_cpu"] = [], []
+        row["accel"] = Case(f"{row['what']}/accel", _timed(accel_fn, barrier, calls, row["accel_cpu"]))
+        cases.append(row["accel"])
+        if raw_fn is not None:  # None: this backend's arrays cannot go to the library as they are
+            row["raw"] = Case(f"{row['what']}/raw", _timed(raw_fn, barrier, calls, row["raw_cpu"]))
+            cases.append(row["raw"])
         rows.append(row)
 
+    def raw_device(backend, x):
+        """Where torch.distributed's own call keeps its buffer: the backend's device when the
+        library takes its tensors directly, the CPU on gloo, else None (no raw row)."""
+        view = backend.torch_view(x.data) if backend.collective_backend == info.comm_backend else None
+        if view is not None:
+            return view.device
+        return torch.device("cpu") if info.comm_backend == "gloo" else None
+
     for name in spec["backends"]:
-        backend = accel.get_backend(name)
+        backend = accel.get_backend(on_this_rank(name))
         for nbytes in sizes:
             n = max(1, nbytes // 4)
             x = accel.from_numpy(np.ones(n, np.float32), backend=backend)
-            buf = torch.ones(n, dtype=torch.float32)
+            device = raw_device(backend, x)
+            buf = None if device is None else torch.ones(n, dtype=torch.float32, device=device)
             pair({"what": f"all_reduce/{name}/{nbytes}", "table": "sweep", "op": "all_reduce",
                   "backend": backend.spec, "bytes": 4 * n},
-                 lambda x=x: dist.all_reduce(x), lambda buf=buf: tdist.all_reduce(buf, group=group))
+                 lambda x=x: dist.all_reduce(x), None if buf is None else lambda buf=buf: tdist.all_reduce(buf, group=group))
         n = OPS_SIZE // 4
         x = accel.from_numpy(np.ones(n, np.float32), backend=backend)
-        buf = torch.ones(n, dtype=torch.float32)
-        out_rs = torch.empty(n // WORLD, dtype=torch.float32)
-        out_ag = torch.empty(n * WORLD, dtype=torch.float32)
+        device = raw_device(backend, x) or torch.device("cpu")
+        buf = torch.ones(n, dtype=torch.float32, device=device)
+        out_rs = torch.empty(n // WORLD, dtype=torch.float32, device=device)
+        out_ag = torch.empty(n * WORLD, dtype=torch.float32, device=device)
         scatter = getattr(tdist, "reduce_scatter_single", None) or tdist.reduce_scatter_tensor
         gather = getattr(tdist, "all_gather_single", None) or tdist.all_gather_into_tensor
-        raw = {"all_reduce": lambda: tdist.all_reduce(buf, group=group),
-               "reduce_scatter": lambda: scatter(out_rs, buf, group=group),
-               "all_gather": lambda: gather(out_ag, buf, group=group),
-               "broadcast": lambda: tdist.broadcast(buf, src=0, group=group)}
+        raw = {"all_reduce": lambda b=buf: tdist.all_reduce(b, group=group),
+               "reduce_scatter": lambda o=out_rs, b=buf: scatter(o, b, group=group),
+               "all_gather": lambda o=out_ag, b=buf: gather(o, b, group=group),
+               "broadcast": lambda b=buf: tdist.broadcast(b, src=0, group=group)}
+        if raw_device(backend, x) is None:
+            raw = dict.fromkeys(raw)
         ours = {"all_reduce": lambda x=x: dist.all_reduce(x), "reduce_scatter": lambda x=x: dist.reduce_scatter(x),
                 "all_gather": lambda x=x: dist.all_gather(x), "broadcast": lambda x=x: dist.broadcast(x)}
         for op in raw:
@@ -130,7 +154,7 @@ def _measure(spec: dict) -> dict:
     from accel.models.llama import init_params
 
     config = LlamaConfig(model_type="llama", rms_norm_eps=1e-5, initializer_range=0.02, **spec["train_model"])
-    backend = accel.get_backend(spec["backends"][0])
+    backend = accel.get_backend(on_this_rank(spec["backends"][0]))
     params = list(init_params(config, spec["seed"], backend, accel.float32).values())
     total = sum(p.nbytes for p in params)
     for bucket in BUCKETS:
@@ -141,9 +165,13 @@ def _measure(spec: dict) -> dict:
                      "tensors": len(params), "bytes": total, "backend": backend.spec, "accel": case})
 
     interleave(cases, repeats, "distributed", progress=False)
+    import statistics
+
     summary = []
     for row in rows:
-        entry = {k: v for k, v in row.items() if k not in ("accel", "raw")}
+        entry = {k: v for k, v in row.items() if k not in ("accel", "raw", "accel_cpu", "raw_cpu")}
+        if row.get("accel_cpu") and row.get("raw_cpu"):  # warm-up excluded, as for the wall times
+            entry["overhead_cpu_s"] = statistics.median(row["accel_cpu"][1:]) - statistics.median(row["raw_cpu"][1:])
         for side in ("accel", "raw"):
             if side in row:
                 entry[f"{side}_s"] = row[side].summary().get("median_s")
@@ -180,11 +208,14 @@ def markdown(result: dict) -> list[str]:
     lines = [f"### Collectives: {result['world_size']} ranks on {result['comm_backend']}, this machine", "",
              "Median of interleaved repetitions; `raw` is torch.distributed on the same buffer. "
              "busbw = bytes/time x 2(n-1)/n (nccl-tests' convention).", "",
-             "| op | backend | bytes | accel µs | raw µs | accel/raw | busbw GB/s |", "|---|---|---:|---:|---:|---:|---:|"]
+             "accel CPU µs: the calling thread's CPU time per call beyond raw's (dispatch, staging, "
+             "the result buffer), robust to a busy host where wall times are not.", "",
+             "| op | backend | bytes | accel µs | raw µs | accel/raw | accel CPU µs | busbw GB/s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         if r["table"] in ("sweep", "ops"):
             lines.append(f"| {r['op']} | {r['backend']} | {r['bytes']} | {_us(r.get('accel_s'))} | {_us(r.get('raw_s'))} | "
-                         f"{_ratio(r.get('accel_over_raw'))} | {_gb(r.get('busbw_GBps'))} |")
+                         f"{_ratio(r.get('accel_over_raw'))} | {_us(r.get('overhead_cpu_s'))} | {_gb(r.get('busbw_GBps'))} |")
     model = result.get("model", {})
     lines += ["", f"### all_reduce_buckets: a tiny Llama's {model.get('tensors')} parameter tensors "
                   f"({model.get('bytes', 0) / 2**20:.1f} MiB float32), op=mean", "",

@@ -112,3 +112,16 @@ def test_torchrun_runs_python_m_accel_on_two_ranks(capfd):
     assert capfd.readouterr().out.count(f"accel {accel.__version__}") == 2
     with pytest.raises(DistributedError, match=r"rank \d failed first with exit code 2"):
         dist.run_torchrun(["no-such-command"], 2)
+
+
+def test_bucket_plan_keeps_order_dtype_and_size():
+    def t(n, dtype=np.float32):
+        return accel.tensor(np.zeros(n, dtype), backend="numpy")
+
+    tensors = [t(4), t(4), t(10), t(2, np.float64), t(1), t(30), t(1)]  # bytes 16 16 40 16 4 120 4
+    plan = dist.plan_buckets(tensors, bucket_bytes=40)
+    assert [b.indices for b in plan] == [(0, 1), (2,), (3,), (4,), (5,), (6,)]
+    assert [b.nbytes for b in plan] == [32, 40, 16, 4, 120, 4]  # a tensor over the cap travels alone
+    assert [b.indices for b in dist.plan_buckets(tensors, 10 ** 9)] == [(0, 1, 2), (3,), (4, 5, 6)]
+    with pytest.raises(OpError, match="bucket_bytes must be positive"):
+        dist.plan_buckets(tensors, 0)
