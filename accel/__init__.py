@@ -12,8 +12,8 @@ from accel.core.dtypes import (
     float64, int8, int32, int64, promote,
 )
 from accel.core.errors import (
-    AccelError, BackendError, DeviceError, DTypeError, ModelError, OpError, OutOfMemoryError,
-    ShapeError, UnsupportedError,
+    AccelError, BackendError, DeviceError, DTypeError, IndexOutOfRangeError, ModelError, OpError,
+    OutOfMemoryError, ShapeError, UnsupportedError,
 )
 from accel.core.backend import Backend, Capabilities, Probe
 from accel.core.tensor import Tensor

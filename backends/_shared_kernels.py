@@ -15,6 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Collection
 
+import numpy as np
+
+from accel.core.bounds import check_host_indices
+
 
 @dataclass(frozen=True)
 class LowPrecision:
@@ -70,3 +74,14 @@ def basic_slice(x, *, axes, starts, stops, steps=None):
     for a, s, e, st in zip(axes, starts, stops, steps or (1,) * len(axes)):
         index[a] = slice(s, e, st)
     return x[tuple(index)]
+
+
+def host_bounds_checked(kernel: Callable) -> Callable:
+    """An index kernel (x, index, ...; attr axis, default 0) over host arrays whose indices are
+    checked to lie in [0, x.shape[axis]) first (accel.core.bounds), for a library that would wrap
+    negatives or clamp (ONNX Gather / ScatterElements)."""
+    def checked(x, index, *rest, **attrs):
+        axis = attrs.get("axis", 0)
+        check_host_indices(np.asarray(index), np.shape(x)[axis], axis=axis)
+        return kernel(x, index, *rest, **attrs)
+    return _named(checked, kernel)

@@ -14,6 +14,7 @@ import warnings
 from accel import precision
 from accel.io import safetensors as checkpoint
 from accel.core.dispatch import AccelWarning
+from accel.core.dtypes import as_dtype
 from accel.core.errors import ModelError
 from accel.core.registry import get_backend
 from accel.io.tokenizer import Tokenizer
@@ -35,8 +36,9 @@ def bundled_path() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
 
 
-def load_params(path: str, config: LlamaConfig, backend=None, dtype=None) -> dict:
-    """Stream the weights of `path` onto `backend`, checked against `config` before any is read."""
+def load_params(path: str, config: LlamaConfig, backend=None, dtype=None, mmap: bool = False) -> dict:
+    """Stream the weights of `path` onto `backend`, checked against `config` before any is read.
+    Each weight gets memory of its own unless `mmap` (see accel.io.safetensors for its risk)."""
     index = checkpoint.read_index(path)
     expected = config.param_shapes()
     missing = [n for n in expected if n not in index]
@@ -64,15 +66,22 @@ def load_params(path: str, config: LlamaConfig, backend=None, dtype=None) -> dic
                       AccelWarning, stacklevel=3)
     if dtype is None:  # one dtype for the whole model: the embedding's, as stored
         dtype = index["model.embed_tokens.weight"].accel_dtype
-    return checkpoint.load_tensors([index[n] for n in expected], backend, dtype)
+    elif not as_dtype(dtype).is_floating:
+        raise ModelError(f"{path}: cannot load the weights as {as_dtype(dtype).name}",
+                         hint="pick a floating dtype: float32, bfloat16, float16 (float8 via the "
+                              "precision policy)")
+    return checkpoint.load_tensors([index[n] for n in expected], backend, dtype, mmap=mmap)
 
 
-def load_pretrained(path: str, backend=None, dtype=None, fp8=None) -> LlamaModel:
+def load_pretrained(path: str, backend=None, dtype=None, mmap: bool = False, fp8=None) -> LlamaModel:
     """A Hugging Face-format model directory as a LlamaModel on `backend` (default: current).
 
     Reads config.json, model.safetensors (or a sharded model.safetensors.index.json) streamed
     tensor by tensor, and tokenizer.json when present (then `model.tokenizer` is set).
-    `dtype` casts the weights (e.g. "bfloat16"); None keeps the checkpoint's.
+    `dtype` casts the weights (e.g. "bfloat16"); None keeps the checkpoint's. The weights get
+    memory of their own (the model does not depend on the file once loaded); `mmap=True` keeps
+    them mapped to the file instead: no copy on host backends, but truncating the file later
+    kills the process (SIGBUS) and rewriting it changes the model (accel.io.safetensors).
     `fp8` (a policy file, dict or accel.precision.Policy) stores the policy's layers in FP8 with
     their scales; a directory saved by accel.precision.save_fp8_model loads in FP8 as it is.
     """
@@ -80,7 +89,7 @@ def load_pretrained(path: str, backend=None, dtype=None, fp8=None) -> LlamaModel
     if fp8 is not None or precision.is_fp8_checkpoint(path):  # docs/fp8.md
         model = precision.load_fp8_model(path, backend) if precision.is_fp8_checkpoint(path) else None
         if model is None:
-            model = load_pretrained(path, backend, dtype)
+            model = load_pretrained(path, backend, dtype, mmap)
         return precision.apply_policy(model, fp8) if fp8 is not None else model
     if not os.path.isdir(path):
         raise ModelError(f"model directory not found: {path}",
@@ -88,6 +97,6 @@ def load_pretrained(path: str, backend=None, dtype=None, fp8=None) -> LlamaModel
                               "(accel.models.bundled_path() is a small one)")
     config = LlamaConfig.from_file(path)
     target = get_backend(backend)
-    params = load_params(path, config, target, dtype)
+    params = load_params(path, config, target, dtype, mmap=mmap)
     tokenizer = Tokenizer.from_dir(path) if os.path.isfile(os.path.join(path, "tokenizer.json")) else None
     return LlamaModel(config, params, target, tokenizer)

@@ -114,7 +114,14 @@ class LlamaConfig:
         return sum(math.prod(s) for s in self.param_shapes().values())
 
     def check_sequence(self, length: int) -> None:
-        """Refuse a sequence the sliding window would cut (we implement full attention only)."""
+        """Refuse a sequence longer than the model's positions (max_position_embeddings) or one
+        the sliding window would cut (we implement full attention only)."""
+        if length > self.max_position_embeddings:
+            raise ModelError(
+                f"{self.model_type}: a sequence of {length} positions exceeds max_position_embeddings "
+                f"{self.max_position_embeddings} (the longest the model was trained for)",
+                hint=f"keep prompt + new tokens <= {self.max_position_embeddings}: shorten the prompt "
+                     "or ask for fewer new tokens")
         if self.sliding_window is not None and length > self.sliding_window:
             raise ModelError(
                 f"{self.model_type}: a sequence of {length} positions exceeds sliding_window "
@@ -141,30 +148,32 @@ class LlamaConfig:
                 sliding = None  # qwen2 applies its window only when use_sliding_window is set
             if model_type == "llama":
                 sliding = None
+            field = _Fields(raw, source)
             eos = raw.get("eos_token_id")
-            eos = () if eos is None else tuple(eos) if isinstance(eos, list) else (int(eos),)
-            heads = int(raw["num_attention_heads"])
+            eos = () if eos is None else tuple(field.int_value("eos_token_id", e, 0) for e in
+                                               (eos if isinstance(eos, list) else [eos]))
+            heads = field.int("num_attention_heads", minimum=1)
             known = {f for f in cls.__dataclass_fields__}
             return cls(
                 model_type=model_type,
-                vocab_size=int(raw["vocab_size"]),
-                hidden_size=int(raw["hidden_size"]),
-                intermediate_size=int(raw["intermediate_size"]),
-                num_hidden_layers=int(raw["num_hidden_layers"]),
+                vocab_size=field.int("vocab_size", minimum=1),
+                hidden_size=field.int("hidden_size", minimum=1),
+                intermediate_size=field.int("intermediate_size", minimum=1),
+                num_hidden_layers=field.int("num_hidden_layers", minimum=0),
                 num_attention_heads=heads,
-                num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
-                head_dim=int(raw.get("head_dim") or 0),
-                rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+                num_key_value_heads=field.int("num_key_value_heads", heads, minimum=1),
+                head_dim=field.int("head_dim", 0, minimum=0),
+                rms_norm_eps=field.float("rms_norm_eps", 1e-6, positive=True),
                 rope_theta=theta,
                 rope_scaling=scaling,
-                max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
-                tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-                attention_bias=bool(raw.get("attention_bias", False)) and model_type != "qwen2",
+                max_position_embeddings=field.int("max_position_embeddings", 2048, minimum=1),
+                tie_word_embeddings=field.bool("tie_word_embeddings", False),
+                attention_bias=field.bool("attention_bias", False) and model_type != "qwen2",
                 qkv_bias=model_type == "qwen2",
-                mlp_bias=bool(raw.get("mlp_bias", False)),
-                sliding_window=None if sliding is None else int(sliding),
-                initializer_range=float(raw.get("initializer_range", 0.02)),
-                bos_token_id=raw.get("bos_token_id"),
+                mlp_bias=field.bool("mlp_bias", False),
+                sliding_window=None if sliding is None else field.int_value("sliding_window", sliding, 1),
+                initializer_range=field.float("initializer_range", 0.02),
+                bos_token_id=None if raw.get("bos_token_id") is None else field.int("bos_token_id", minimum=0),
                 eos_token_id=eos,
                 torch_dtype=raw.get("torch_dtype") or raw.get("dtype"),
                 extra={k: v for k, v in raw.items() if k not in known},
@@ -209,6 +218,62 @@ class LlamaConfig:
         return out
 
 
+class _Fields:
+    """Strict reads of config.json values: JSON true/false for flags (the string "false" is not
+    false), integers for sizes, numbers for floats; a wrong type or range is a ModelError naming
+    the key. A missing key takes the default; `null` counts as missing, as transformers reads it."""
+
+    def __init__(self, raw: dict, source: str):
+        self.raw, self.source = raw, source
+
+    def _bad(self, key: str, value, want: str) -> ModelError:
+        return ModelError(f"{self.source}: {key} must be {want}, got {value!r} ({type(value).__name__})",
+                          hint=f"fix {key} in config.json (JSON true/false and numbers are not quoted)")
+
+    def _get(self, key: str, default):
+        value = self.raw.get(key)
+        if value is None:
+            if default is _REQUIRED:
+                raise KeyError(key)
+            return None, default
+        return value, None
+
+    def bool(self, key: str, default: bool) -> bool:
+        value, fallback = self._get(key, default)
+        if value is None:
+            return fallback
+        if not isinstance(value, bool):
+            raise self._bad(key, value, "true or false")
+        return value
+
+    def int(self, key: str, default=None, *, minimum: int | None = None) -> int:
+        value, fallback = self._get(key, _REQUIRED if default is None else default)
+        return fallback if value is None else self.int_value(key, value, minimum)
+
+    def int_value(self, key: str, value, minimum: int | None = None) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._bad(key, value, "an integer")
+        if minimum is not None and value < minimum:
+            raise self._bad(key, value, f"an integer >= {minimum}")
+        return value
+
+    def float(self, key: str, default: float, *, positive: bool = False) -> float:
+        value, fallback = self._get(key, default)
+        return fallback if value is None else self.float_value(key, value, positive=positive)
+
+    def float_value(self, key: str, value, *, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self._bad(key, value, "a finite number")
+        if positive and value <= 0:
+            raise self._bad(key, value, "a number > 0")
+        return float(value)
+
+
+_REQUIRED = object()
+
+
 def _parse_rope(raw: dict, source: str) -> tuple[float, RopeScaling | None]:
     params = raw.get("rope_parameters")
     if isinstance(params, dict) and "rope_type" not in params and params and \
@@ -226,7 +291,7 @@ def _parse_rope(raw: dict, source: str) -> tuple[float, RopeScaling | None]:
         theta = params.get("rope_theta", theta)
         if scaling is None and params.get("rope_type", params.get("type", "default")) != "default":
             scaling = params
-    theta = float(10000.0 if theta is None else theta)
+    theta = 10000.0 if theta is None else _Fields(raw, source).float_value("rope_theta", theta, positive=True)
     if not scaling:
         return theta, None
     kind = scaling.get("rope_type", scaling.get("type", "default"))

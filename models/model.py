@@ -6,6 +6,7 @@ with the same shapes every step (the cache is allocated up front, gpt-fast style
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -53,6 +54,9 @@ class LlamaModel:
         self.cache: KVCache | None = None
         self.last_generation: GenerationStats | None = None
         self._step = llama.forward  # or its compiled form, after compile()
+        # One KV cache per model: calls that use it (forward, generate) take turns, so two
+        # threads generating on one model get their own right answers, one after the other.
+        self._lock = threading.RLock()
 
     @classmethod
     def random(cls, config: LlamaConfig, seed: int = 0, backend=None, dtype=accel.float32, **kw) -> "LlamaModel":
@@ -92,19 +96,36 @@ class LlamaModel:
         return self.cache
 
     # --- forward --------------------------------------------------------------------------
-    def _ids(self, input_ids) -> Tensor:
+    def _as_tensor(self, input_ids) -> Tensor:
+        """Token ids as given (list, accel Tensor, numpy array, anything with __dlpack__ or
+        __array__ such as a torch tensor) as an integer tensor on the model's backend."""
         if isinstance(input_ids, Tensor):
             ids = input_ids.to(self.backend)
-            if ids.dtype.kind != "i":
-                raise ModelError(f"input ids must be integers, got {ids.dtype.name}", hint="cast them to int64")
-        else:
+        elif isinstance(input_ids, (list, tuple)):
             rows = list(input_ids)
             if rows and not isinstance(rows[0], (list, tuple)):
                 rows = [rows]
             if not rows or not rows[0] or any(len(r) != len(rows[0]) for r in rows):
                 raise ModelError("input ids must be a non-empty list of ints, or of equal-length lists",
                                  hint="pad prompts to one length or run them one at a time")
-            ids = accel.tensor(rows, dtype=accel.int64, backend=self.backend)
+            try:
+                ids = accel.tensor(rows, dtype=accel.int64, backend=self.backend)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ModelError(f"input ids must be ints, got {rows[0][:8]!r}... ({exc})",
+                                 hint="pass token ids from the tokenizer (model.tokenizer.encode)") from None
+        elif hasattr(input_ids, "__dlpack__"):
+            ids = accel.from_dlpack(input_ids, backend=self.backend)
+        elif hasattr(input_ids, "__array__"):
+            ids = accel.tensor(input_ids, backend=self.backend)
+        else:
+            raise ModelError(f"input ids must be a list, an accel Tensor or an array, got "
+                             f"{type(input_ids).__name__}", hint="e.g. model.tokenizer.encode(text)")
+        if ids.dtype.kind != "i":
+            raise ModelError(f"input ids must be integers, got {ids.dtype.name}", hint="cast them to int64")
+        return ids
+
+    def _ids(self, input_ids) -> Tensor:
+        ids = self._as_tensor(input_ids)
         if ids.ndim == 1:
             ids = ops.unsqueeze(ids, 0)
         if ids.ndim != 2:
@@ -113,13 +134,16 @@ class LlamaModel:
         return ids
 
     def forward(self, input_ids, start_pos: int = 0, last_only: bool = False) -> Tensor:
-        """Logits (B, T, V) for ids (B, T) placed at positions start_pos..start_pos+T-1
+        """Logits (B, T, V) for ids (B, T) (list, tensor or array) at positions start_pos..start_pos+T-1
         ((B, 1, V), the last position's, when `last_only`).
 
         The KV cache remembers them: call with start_pos=0 for a new prompt, then with
         start_pos=previous length to extend it one or more tokens at a time.
         """
-        ids = self._ids(input_ids)
+        with self._lock:
+            return self._forward(self._ids(input_ids), start_pos, last_only)
+
+    def _forward(self, ids: Tensor, start_pos: int, last_only: bool) -> Tensor:
         b, t = ids.shape
         end = start_pos + t
         self.config.check_sequence(end)
@@ -152,23 +176,33 @@ class LlamaModel:
     def generate(self, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None, stream: Callable | None = None,
                  stop_at_eos: bool = True):
-        """New token ids after `prompt_ids` (a list of ints, or equal-length lists for a batch).
+        """New token ids after `prompt_ids`: a list of ints, equal-length lists for a batch, or
+        a 1-d (one prompt) / 2-d (a batch) integer tensor or array (accel, numpy, torch, ...).
+
+        Safe to call from several threads: calls on one model take turns (they share its KV
+        cache); load one model per thread to generate in parallel (docs/errors.md).
 
         temperature 0 is greedy; otherwise tokens are sampled on the host from Philox(seed), the
         same on every backend. `stream` is called with each new id (a list of ids for a batch)
         as soon as it exists. A sequence stops after an end-of-sequence id unless stop_at_eos is
         False. Returns a list of ids (a list of lists for a batch).
         """
-        single = not (len(prompt_ids) and isinstance(prompt_ids[0], (list, tuple)))
-        rows = [list(prompt_ids)] if single else [list(r) for r in prompt_ids]
+        if isinstance(prompt_ids, (list, tuple)):
+            single = not (len(prompt_ids) and isinstance(prompt_ids[0], (list, tuple)))
+            rows = [list(prompt_ids)] if single else [list(r) for r in prompt_ids]
+        else:  # a tensor or array: 1-d is one prompt, 2-d a batch
+            ids = self._as_tensor(prompt_ids)
+            single = ids.ndim == 1
+            rows = ids.tolist()
+            rows = [rows] if single else rows
         if max_new_tokens < 0:
             raise ModelError(f"max_new_tokens must be >= 0, got {max_new_tokens}", hint="ask for 0 or more tokens")
         sampler = Sampler(temperature, top_k, top_p, seed)
         self.config.check_sequence(len(rows[0]) + max_new_tokens)
         if max_new_tokens == 0:
             return [] if single else [[] for _ in rows]
-        self.setup_cache(len(rows), len(rows[0]) + max_new_tokens)
-        with self.backend.inference():  # e.g. torch.inference_mode: no autograd bookkeeping
+        with self._lock, self.backend.inference():  # inference: e.g. torch.inference_mode
+            self.setup_cache(len(rows), len(rows[0]) + max_new_tokens)
             return self._generate(rows, single, max_new_tokens, sampler, stream, stop_at_eos)
 
     def _generate(self, rows: list[list[int]], single: bool, max_new_tokens: int, sampler: Sampler,

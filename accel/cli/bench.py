@@ -8,6 +8,7 @@ runs a ~4M-parameter model, float32, 3 repetitions: under two minutes on two CPU
 """
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -65,11 +66,19 @@ def run(args) -> int:
                                    hint="the first new token comes from the prefill; decode needs at least one more")
         overrides["decode_tokens"] = args.decode_tokens
     if args.row_budget is not None:
+        if not args.row_budget > 0:
+            raise accel.AccelError(f"--row-budget must be > 0 seconds, got {args.row_budget}",
+                                   hint="e.g. --row-budget 60 (leave it out for the default)")
         overrides["row_budget_s"] = args.row_budget
     if args.interpreter:
         overrides["interpreter_rows"] = True
     if args.no_hf:
         overrides["hf"] = False
+    try:  # the results folder, made before the run rather than failing after it
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise accel.AccelError(f"cannot make the results folder --out {args.out}: {exc.strerror or exc}",
+                               hint="name a folder you can write to (not an existing file)") from None
     settings = BenchSettings.quick_run(**overrides) if args.quick else BenchSettings(**overrides)
     results = run_bench(settings, progress=not args.no_progress)
     results["machine"]["thread_policy"] = threads

@@ -62,7 +62,15 @@ def run(args) -> int:
     quiet_thread_pools()  # several libraries share two cores here: idle threads must sleep
     import accel.models
 
+    from accel.io.tokenizer import require_text
+
+    # What fails on every backend alike fails once, here, before any backend runs.
+    require_text(args.prompt, "--prompt")
+    if args.max_new_tokens < 1:
+        raise accel.ModelError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}",
+                               hint="e.g. --max-new-tokens 20")
     path = args.model or accel.models.bundled_path()
+    accel.models.LlamaConfig.from_file(path)  # a missing or broken model directory
     statuses = accel.available_backends()
     for name, status in statuses.items():
         if not status.available:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
-from accel.core.errors import ModelError
+from accel.core.errors import AccelError, ModelError
 
 STEPS = ("prefill", "decode")
 
@@ -53,6 +54,9 @@ def export_step(model, step: str, *, batch: int = 1, prefill_len: int = 16, max_
     if step not in STEPS:
         raise ModelError(f"unknown step {step!r}", hint=f"use one of {', '.join(STEPS)}")
     config, backend = model.config, model.backend
+    if batch < 1 or max_seq < 1:
+        raise ModelError(f"--batch {batch} and --max-seq {max_seq} must both be >= 1",
+                         hint="e.g. --batch 1 --max-seq 128")
     t = prefill_len if step == "prefill" else 1
     if t < 1 or t > max_seq:
         raise ModelError(f"the {step} length {t} must lie in [1, max_seq={max_seq}]",
@@ -135,6 +139,25 @@ def verify(model, model_proto, step: str, *, batch: int, prefill_len: int, max_s
                for name, g in zip(session.output_names, got))
 
 
+_WRITABLE_HINT = "pass --out a file path in a folder you can write to (it is created if missing)"
+
+
+def _require_writable(out: str) -> None:
+    """Refuse an --out that cannot be written (a directory, a read-only or impossible folder)."""
+    if os.path.isdir(out):
+        raise AccelError(f"--out {out} is a directory", hint="name a file, e.g. --out model.onnx")
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise AccelError(f"cannot write {out}: part of its folder path {folder} is a file",
+                         hint=_WRITABLE_HINT) from None
+    except OSError as exc:
+        raise AccelError(f"cannot write {out}: {exc.strerror or exc} ({folder})", hint=_WRITABLE_HINT) from None
+
+
 def run(args) -> int:
     import onnx
 
@@ -142,17 +165,22 @@ def run(args) -> int:
     from accel.models import bundled_path, load_pretrained
 
     path = args.model or bundled_path()
-    model = load_pretrained(path, backend=accel.reference_backend(), dtype=args.dtype)
     steps = [args.step] if args.step else list(STEPS)
     stem, ext = os.path.splitext(args.out)
+    outs = {step: args.out if args.step else f"{stem}_{step}{ext or '.onnx'}" for step in steps}
+    for out in outs.values():  # before the minutes of tracing, not after
+        _require_writable(out)
+    model = load_pretrained(path, backend=accel.reference_backend(), dtype=args.dtype)
     for step in steps:
-        out = args.out if args.step else f"{stem}_{step}{ext or '.onnx'}"
+        out = outs[step]
         proto = export_step(model, step, batch=args.batch, prefill_len=args.prefill_len,
                             max_seq=args.max_seq, fused=not args.no_fused)
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         large = proto.ByteSize() > 2 ** 31 - 1024  # protobuf's 2 GB limit: weights go beside it
-        onnx.save_model(proto, out, save_as_external_data=large,
-                        location=os.path.basename(out) + ".data" if large else None)
+        try:
+            onnx.save_model(proto, out, save_as_external_data=large,
+                            location=os.path.basename(out) + ".data" if large else None)
+        except OSError as exc:
+            raise AccelError(f"cannot write {out}: {exc.strerror or exc}", hint=_WRITABLE_HINT) from None
         ops_used = sorted({n.op_type for n in proto.graph.node})
         print(f"wrote {out}: {step} step, {len(proto.graph.node)} ONNX nodes, opset "
               f"{proto.opset_import[0].version}, ops {', '.join(ops_used)}")

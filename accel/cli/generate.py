@@ -27,6 +27,13 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import accel.models
+    from accel.io.tokenizer import require_text
+
+    from accel.io.sampling import Sampler
+
+    # Bad text or sampling settings fail before anything is loaded or printed.
+    require_text(args.prompt, "--prompt")
+    Sampler(args.temperature, args.top_k, args.top_p, args.seed)
 
     model = accel.models.load_pretrained(args.model or accel.models.bundled_path(),
                                          backend=args.backend, dtype=args.dtype, fp8=args.fp8)
@@ -35,13 +42,18 @@ def run(args) -> int:
     if args.compile:
         model.compile()
 
+    started = []
+
     def show(piece: str) -> None:
+        if not started:  # the prompt goes out with the first new text: an error prints alone
+            started.append(sys.stdout.write(args.prompt))
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    show(args.prompt)
     model.generate_text(args.prompt, args.max_new_tokens, stream=show, temperature=args.temperature,
                         top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if not started:
+        sys.stdout.write(args.prompt)
     sys.stdout.write("\n")
     s = model.last_generation
     if s is not None:

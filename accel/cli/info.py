@@ -1,8 +1,11 @@
 """`accel info`: installed backends (or why not), their devices, and native op/dtype coverage."""
 from __future__ import annotations
 
+import os
+
 import accel
 from accel import ops
+from accel.core.registry import backend_class
 
 
 def register(sub) -> None:
@@ -12,8 +15,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.backend:  # an unknown name (or device) is an error, not an empty listing
+        backend_class(args.backend.split(":")[0])
+        if ":" in args.backend:
+            accel.get_backend(args.backend)
     statuses = accel.available_backends()
     print(f"accel {accel.__version__}: {len(ops.PRIMITIVES)} primitive ops, {len(ops.COMPOSITES)} composite ops")
+    print(default_backend_line(statuses))
     for name, status in statuses.items():
         if args.backend and name != args.backend.split(":")[0]:
             continue
@@ -40,6 +48,20 @@ def run(args) -> int:
             for op_name, dts in sorted(caps.op_dtypes.items()):
                 print(f"      {op_name}: {', '.join(sorted(dts, key=_dtype_order))}")
     return 0
+
+
+def default_backend_line(statuses) -> str:
+    """Which backend runs when none is named, and why (ACCEL_BACKEND, or the auto-detect ranking:
+    each available backend's declared priority, accelerators high, the reference numpy at -1)."""
+    chosen = accel.current_backend().spec
+    env = os.environ.get("ACCEL_BACKEND")
+    if env:
+        return f"default backend: {chosen} (set by ACCEL_BACKEND={env})"
+    ranked = sorted(((-1 if backend_class(n).is_reference else backend_class(n).priority, n)
+                     for n, st in statuses.items() if st.available), reverse=True)
+    order = " > ".join(f"{n} ({p})" for p, n in ranked)
+    return (f"default backend: {chosen} (auto-detected: the available backend of highest priority: "
+            f"{order}; name one with --backend or ACCEL_BACKEND)")
 
 
 def _dtype_order(name: str) -> int:

@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     except AccelError as exc:
         print(f"accel: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file the command reads or writes (--json, --out, ...): one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"accel: error: {exc.strerror or exc}{where}\nHINT: check the path and its "
+              "permissions", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -38,6 +38,11 @@ class DTypeError(OpError):
     """Input dtypes are not accepted by this op (or not by this backend)."""
 
 
+class IndexOutOfRangeError(OpError):
+    """An index value (gather, embedding, index_copy, a cross_entropy target) lies outside
+    [0, size): accel ops never wrap negative indices and never drop or clamp a bad one."""
+
+
 class UnsupportedError(OpError):
     """The backend cannot run the op natively and strict mode forbids falling back."""
 

@@ -226,6 +226,10 @@ class Engine:
         with self._lock:
             self.seq += 1
             seq = self.seq
+        from accel.core.dispatch import mode
+
+        if mode.checked:
+            self.check_same_call(name, x, attrs, seq)
         begin = time.perf_counter()
         bounded = self.call_timeout_s is not None
         async_op = async_op or bounded  # a bounded call waits on its work handle with the bound
@@ -241,6 +245,28 @@ class Engine:
         stats.add(name, calls=1, bytes=x.nbytes, upcasts=int(upcast))
         return Pending(self, name, seq, detail, work, staged, result, finish, begin,
                        source_dtype if upcast else None)
+
+    def check_same_call(self, name: str, x: Tensor, attrs: dict, seq: int) -> None:
+        """Checked mode (ACCEL_CHECKED=1): every rank's op, dtype, shape and attributes compared
+        before the call (one small all_gather on the control group). A mismatch would otherwise
+        hang, or abort every process inside the library (gloo: "Received data size doesn't match
+        expected size"); here it is an error naming the ranks."""
+        from accel.distributed.process_group import NAME_BYTES, exchange_strings
+
+        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(attrs.items()))
+        mine = f"{name}({x.dtype.name}{list(x.shape)}{', ' + shown if shown else ''})"
+        if len(mine.encode()) > NAME_BYTES:  # a long shape: its digest still tells calls apart
+            from accel.distributed.agreement import checksum
+
+            mine = f"{name}({x.dtype.name}, shape digest {checksum(mine).hex()[:16]})"
+        calls = exchange_strings(mine)
+        if len(set(calls)) > 1:
+            odd = [r for r, c in enumerate(calls) if c != calls[self.rank]]
+            raise CollectiveError(
+                f"collective #{seq}: rank {self.rank} calls {calls[self.rank]} but rank(s) "
+                f"{', '.join(map(str, odd))} call " + "; ".join(f"rank {r}: {calls[r]}" for r in odd),
+                hint="every rank must call the same collectives in the same order with the same "
+                     "dtypes and shapes")
 
     @property
     def wait_s(self) -> float:

@@ -4,12 +4,18 @@ The format (https://huggingface.co/docs/safetensors): an 8-byte little-endian he
 N bytes of JSON `{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}`,
 then the raw little-endian data, offsets counted from the end of the header.
 
-Loading maps the file copy-on-write and hands the backend one tensor at a time: a view of the
-mapped bytes (cast on the host first when another dtype is asked for), after which the pages of
-that tensor are released from this process (`madvise(MADV_DONTNEED)`). So the process never
-holds two full copies of the weights: a device backend copies tensor by tensor out of the page
-cache, and the numpy backend keeps the mapped view itself (zero copy, writable: writes stay
-private to the process). `safetensors`' own numpy loader is not used because it lacks bfloat16.
+Loading reads one tensor at a time into memory of its own (cast on the host when another dtype
+is asked for) and hands it to the backend, so the process never holds two full copies of the
+weights (peak within 1.3x of their size: benchmarks/load_memory.py) and the loaded model does
+not depend on the file afterwards: truncating or rewriting model.safetensors while the model
+runs changes nothing.
+
+`mmap=True` is the zero-copy option: the file is mapped copy-on-write and a host backend (numpy,
+torch:cpu) keeps views of the mapping, so loading costs no copy. Its risk: the weights stay
+backed by the file, so if the file is truncated later the next read of a weight kills the process
+with SIGBUS, and if it is rewritten in place the running model silently changes (pages not yet
+read come from the new bytes). Use it only for files nobody modifies while the model lives.
+`safetensors`' own numpy loader is not used because it lacks bfloat16.
 """
 from __future__ import annotations
 
@@ -102,6 +108,7 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     if not isinstance(metadata, dict):
         raise _bad(path, "__metadata__ is not a JSON object", _REWRITE)
     infos = {}
+    spans = []
     for name, entry in header.items():
         try:
             code, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
@@ -121,6 +128,15 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
                              f"{math.prod(shape) * known.itemsize} bytes, the header gives {end - begin}",
                        _REWRITE)
         infos[name] = TensorInfo(name, code, shape, path, data_start + begin, data_start + end)
+        if end > begin:
+            spans.append((begin, end, name))
+    spans.sort()
+    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+        if begin < end:  # two tensors sharing bytes: writing one would change the other
+            raise _bad(path, f"tensors {first!r} and {second!r} overlap in the data section "
+                             f"({first!r} ends at byte {end}, {second!r} starts at {begin})",
+                       "each tensor needs its own bytes (the safetensors library refuses this file "
+                       "too); " + _REWRITE)
     return infos, {str(k): str(v) for k, v in metadata.items()}
 
 
@@ -158,6 +174,12 @@ def _read_sharded(index_path: str) -> dict[str, TensorInfo]:
                    "it must be JSON with a weight_map {tensor name: shard file}") from None
     folder = os.path.dirname(index_path)
     infos: dict[str, TensorInfo] = {}
+    for shard in set(weight_map.values()):
+        if not isinstance(shard, str) or not shard or os.path.isabs(shard) \
+                or ".." in shard.replace("\\", "/").split("/"):
+            raise _bad(index_path, f"shard path {shard!r} leaves the model directory",
+                       "an index names its shards by file name inside the model directory "
+                       "(e.g. model-00001-of-00002.safetensors); this one may be malicious")
     for shard in sorted(set(weight_map.values())):
         found, _ = read_header(os.path.join(folder, shard))
         for name, info in found.items():
@@ -213,10 +235,36 @@ def _host_cast(array: np.ndarray, dtype: dt.DType) -> np.ndarray:
     return array.astype(dtype.numpy)
 
 
+class _ReadFile:
+    """Reads each tensor into a new host array of its own (the default load)."""
+
+    def __init__(self, path: str):
+        self.file = open(path, "rb")
+
+    def view(self, info: TensorInfo) -> np.ndarray:
+        raw = np.empty(info.nbytes, dtype=np.uint8)
+        self.file.seek(info.begin)
+        got = self.file.readinto(memoryview(raw))
+        if got != info.nbytes:
+            raise ModelError(f"{info.file}: tensor {info.name!r} needs {info.nbytes} bytes at offset "
+                             f"{info.begin}, the file gave {got} (changed or truncated while loading?)",
+                             hint=_REWRITE)
+        return raw.view(info.accel_dtype.numpy).reshape(info.shape)
+
+    def release(self, info: TensorInfo) -> None:
+        pass
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def load_tensors(infos: Iterable[TensorInfo], backend=None, dtype=None,
-                 on_tensor: Callable[[TensorInfo], None] | None = None) -> dict[str, Tensor]:
+                 on_tensor: Callable[[TensorInfo], None] | None = None,
+                 mmap: bool = False) -> dict[str, Tensor]:
     """Stream tensors into `backend`, one at a time. `dtype` casts floating tensors (integer and
-    bool tensors keep theirs); None keeps each tensor's stored dtype."""
+    bool tensors keep theirs); None keeps each tensor's stored dtype. Each tensor gets memory of
+    its own; `mmap=True` maps the file instead (zero copy on host backends; see the module doc
+    for its risk)."""
     from accel.core.registry import get_backend
 
     target = get_backend(backend)
@@ -227,7 +275,7 @@ def load_tensors(infos: Iterable[TensorInfo], backend=None, dtype=None,
         by_file[info.file].append(info)
     out: dict[str, Tensor] = {}
     for path, group in by_file.items():
-        mapped = _MappedFile(path)
+        mapped = _MappedFile(path) if mmap else _ReadFile(path)
         try:
             for info in sorted(group, key=lambda i: i.begin):
                 host = mapped.view(info)
@@ -243,9 +291,9 @@ def load_tensors(infos: Iterable[TensorInfo], backend=None, dtype=None,
     return out
 
 
-def load_safetensors(path: str, backend=None, dtype=None) -> dict[str, Tensor]:
+def load_safetensors(path: str, backend=None, dtype=None, mmap: bool = False) -> dict[str, Tensor]:
     """All tensors of a checkpoint (file, sharded index or model directory) on `backend`."""
-    return load_tensors(read_index(path).values(), backend, dtype)
+    return load_tensors(read_index(path).values(), backend, dtype, mmap=mmap)
 
 
 # --- atomic save ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ the backends' logits agree). The filters follow Hugging Face's order: temperatur
 """
 from __future__ import annotations
 
+import math
 import secrets
 
 import numpy as np
@@ -15,13 +16,21 @@ from accel.core.errors import OpError
 from accel.core.tensor import Tensor
 
 
+INVALID_LOGITS_HINT = ("the model produced invalid logits: check the weights for NaN/inf and the "
+                      "dtype (float16 overflows where bfloat16 or float32 does not)")
+
+
 class Sampler:
     """`sampler(logits)` -> one token id per row of `logits` (B, V)."""
 
     def __init__(self, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None):
-        if temperature is None or temperature < 0:
-            raise OpError(f"temperature must be >= 0, got {temperature!r}", hint="0 means greedy decoding")
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+            raise OpError(f"temperature must be a finite number >= 0, got {temperature!r}",
+                          hint="0 means greedy decoding; 0.7 is a common sampling temperature")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise OpError(f"seed must be an integer >= 0 or None, got {seed!r}",
+                          hint="e.g. seed=0; None draws a fresh seed (kept on the sampler)")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise OpError(f"top_k must be a positive integer or None, got {top_k!r}", hint="e.g. top_k=50")
         if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -40,6 +49,13 @@ class Sampler:
             raise OpError(f"the sampler takes logits of shape (batch, vocab), got {list(logits.shape)}",
                           hint="pass the last position's logits, e.g. logits[:, -1]")
         if self.greedy:
+            # argmax of a NaN row is an arbitrary id (token 0 on most libraries, every step):
+            # the row's max, NaN or -inf when the row is, is checked on the host with it.
+            for row, top in enumerate(ops.max(logits, -1).tolist()):
+                if top != top or top == float("-inf"):
+                    raise OpError(f"greedy decoding: the logits of row {row} are "
+                                  f"{'NaN' if top != top else 'all -inf'} (vocab {logits.shape[1]})",
+                                  hint=INVALID_LOGITS_HINT)
             return [int(i) for i in ops.argmax(logits, -1).tolist()]
         host = np.asarray(logits.numpy(), dtype=np.float64)
         return [self.sample_row(row) for row in host]
@@ -49,7 +65,7 @@ class Sampler:
         row = np.asarray(row, dtype=np.float64)
         if np.isnan(row).any() or not np.isfinite(row).any():
             raise OpError(f"cannot sample from logits with NaN or no finite entry (vocab {row.size})",
-                          hint="the model produced invalid logits; check the weights and the dtype")
+                          hint=INVALID_LOGITS_HINT)
         order = np.argsort(-row, kind="stable")          # most likely first, ties by token id
         scaled = row[order] / self.temperature
         if self.top_k is not None:

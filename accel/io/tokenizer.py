@@ -75,6 +75,7 @@ class Tokenizer:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        require_text(text)
         ids = self.backend.encode(text, add_special_tokens=add_special_tokens).ids
         if add_special_tokens and self.add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
             ids = [self.bos_id, *ids]
@@ -86,6 +87,20 @@ class Tokenizer:
     def stream(self, prompt_ids: Sequence[int] = ()) -> "StreamDecoder":
         """An incremental decoder for tokens generated after `prompt_ids`."""
         return StreamDecoder(self, prompt_ids)
+
+
+def require_text(text: str, what: str = "the text") -> str:
+    """`text` if it is a str that can be written as UTF-8; else a ModelError saying where not."""
+    if not isinstance(text, str):
+        raise ModelError(f"{what} must be a str, got {type(text).__name__}",
+                         hint="decode bytes first, e.g. data.decode('utf-8')")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: bytes that were not UTF-8 (argv, files)
+        raise ModelError(f"{what} is not valid UTF-8: {exc.reason} at character {exc.start} "
+                         f"(after {text[max(exc.start - 10, 0):exc.start]!r})",
+                         hint="pass UTF-8 text; convert it first (e.g. iconv -t UTF-8)") from None
+    return text
 
 
 class StreamDecoder:

@@ -28,6 +28,9 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim))
     if isinstance(axis, int):
         return (normalize_axis(axis, ndim),)
+    if not isinstance(axis, (tuple, list)):  # 1.5, "0": not an axis, and not a sequence of them
+        raise ShapeError(f"axis must be an int, a tuple of ints or None, got {axis!r}",
+                         hint=f"use an axis in [-{max(ndim, 1)}, {max(ndim, 1) - 1}]")
     out = tuple(sorted(normalize_axis(a, ndim) for a in axis))
     if len(set(out)) != len(out):
         raise ShapeError(f"repeated axis in {axis!r}", hint="name each axis once")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from accel.core import dtypes as dt
-from accel.core.errors import DTypeError, OpError, ShapeError
+from accel.core.bounds import check_host_indices
+from accel.core.errors import AccelError, DTypeError, OpError, ShapeError
 from accel import ops as _ops  # the package is still importing: used at call time
 from accel.ops._vjp_helpers import like, needs, scatter_add_rows, up
 from accel.core.op import PRIMITIVE, Op
@@ -22,6 +23,8 @@ def _check_index(index, what="indices"):
 
 
 def _prepare_axis(args, attrs):
+    if args[1].dtype not in INDEX_DTYPES:  # a float index would be truncated by some kernels
+        _check_index(args[1])
     axis, ndim = attrs["axis"], args[0].ndim
     if type(axis) is int and -ndim <= axis < ndim:  # copy only to make the axis >= 0
         return args, (attrs if axis >= 0 else {"axis": axis + ndim})
@@ -35,7 +38,8 @@ def _gather_infer(x, indices, *, axis=0):
 
 
 def gather_reference(x, indices, *, axis=0):
-    return np.take(x, indices, axis=axis, mode="raise")
+    check_host_indices(np.asarray(indices), np.shape(x)[axis], axis=axis)
+    return np.take(x, indices, axis=axis)
 
 
 gather = Op("gather", kind=PRIMITIVE, inputs=("x", "indices"), attrs={"axis": 0},
@@ -43,7 +47,8 @@ gather = Op("gather", kind=PRIMITIVE, inputs=("x", "indices"), attrs={"axis": 0}
             dtypes=dt.ALL_DTYPES, exact=True, onnx="Gather", cases={"family": "gather"},
             doc="""Take entries of x along `axis` at integer `indices` (any shape): the output
             shape is x.shape[:axis] + indices.shape + x.shape[axis+1:]. Indices must lie in
-            [0, x.shape[axis]); out-of-range indices are an error where the backend detects it.""")
+            [0, x.shape[axis]): a negative or too large one raises IndexOutOfRangeError on every
+            backend in eager mode (the kernel checks it; compiled graphs do not).""")
 
 
 @gather.defvjp
@@ -76,6 +81,7 @@ def _index_copy_infer(x, index, values, *, axis=0):
 
 
 def index_copy_reference(x, index, values, *, axis=0):
+    check_host_indices(np.asarray(index), np.shape(x)[axis], axis=axis)
     out = np.array(x, copy=True)
     sl = [slice(None)] * out.ndim
     sl[axis] = index
@@ -85,7 +91,7 @@ def index_copy_reference(x, index, values, *, axis=0):
 
 def _prepare_index_copy(args, attrs):
     x, index, values = args
-    if values.dtype is not x.dtype or index.ndim != 1:
+    if values.dtype is not x.dtype or index.ndim != 1 or index.dtype not in INDEX_DTYPES:
         _index_copy_infer(x, index, values, axis=attrs["axis"])  # raises the precise error
     return args, {"axis": normalize_axis(attrs["axis"], x.ndim)}
 
@@ -95,7 +101,9 @@ index_copy = Op("index_copy", kind=PRIMITIVE, inputs=("x", "index", "values"), a
                 dtypes=dt.ALL_DTYPES, exact=True, onnx="ScatterElements",
                 cases={"family": "index_copy"},
                 doc="""A copy of x with x[..., index[i], ...] = values[..., i, ...] along `axis`.
-                `index` is 1-d with distinct entries (duplicates: unspecified winner).""")
+                `index` is 1-d with distinct entries (duplicates: unspecified winner) in
+                [0, x.shape[axis]); one outside raises IndexOutOfRangeError before anything is
+                written (eager mode, every backend).""")
 
 
 @index_copy.defvjp
@@ -129,6 +137,8 @@ def index_copy_inplace(x: Tensor, index: Tensor, values: Tensor, axis: int = 0) 
         axis = normalize_axis(axis, x.ndim)
         try:
             kernel(x.data, index.data, values.data, axis=axis)
+        except AccelError as error:  # keeps its class (a DeviceError stays one), call in front
+            raise dispatch._contextual(index_copy, (x, index, values), {"axis": axis}, error)
         except Exception as exc:
             raise dispatch.explain(index_copy, x.backend, (x, index, values), {"axis": axis}, exc) from exc
         return x

@@ -11,7 +11,8 @@ import math
 import numpy as np
 
 from accel.core import dtypes as dt
-from accel.core.errors import DTypeError, ShapeError
+from accel.core.bounds import TARGET_HINT, check_host_indices, check_host_targets
+from accel.core.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from accel import ops as _ops  # the package is still importing: used at call time
 from accel.ops._vjp_helpers import like, needs, scatter_add_rows, unbroadcast, up
 from accel.core.op import COMPOSITE, Op
@@ -43,6 +44,18 @@ def _axis_same_as_input(x, *, axis=-1):
     require_float(x)
     normalize_axis(axis, x.ndim)
     return spec(x.shape, x.dtype)
+
+
+def _with_rule(prepare, infer):
+    """`prepare`, then the op's shape/dtype rule, in plain eager mode too: a fused kernel would
+    otherwise take what the declaration refuses (a float mask, k and v of other lengths, an odd
+    rope dim). These ops run a few times per layer, so the rule costs little next to them."""
+    def prepare_and_check(args, attrs):
+        if prepare is not None:
+            args, attrs = prepare(args, attrs)
+        infer(*args, **attrs)
+        return args, attrs
+    return prepare_and_check
 
 
 def _prepare_axis(args, attrs):
@@ -82,7 +95,8 @@ def log_softmax_reference(x, *, axis=-1):
 
 softmax = Op("softmax", kind=COMPOSITE, inputs=("x",), attrs={"axis": -1},
              infer=_axis_same_as_input, reference=softmax_reference,
-             decompose=_softmax_decomposition, prepare=_prepare_axis, dtypes=FLOATS,
+             decompose=_softmax_decomposition, prepare=_with_rule(_prepare_axis, _axis_same_as_input),
+             dtypes=FLOATS,
              accumulating=True, onnx="Softmax", cases={"family": "softmax"},
              doc="exp(x) / sum(exp(x)) along `axis`, computed stably (max subtracted).")
 
@@ -91,9 +105,12 @@ softmax = Op("softmax", kind=COMPOSITE, inputs=("x",), attrs={"axis": -1},
 def _softmax_vjp(g, out, x, *, axis=-1):
     s, gu = up(out), up(g)
     return (like(_ops.mul(s, _ops.sub(gu, _ops.sum(_ops.mul(gu, s), axis, True))), x),)
+
+
 log_softmax = Op("log_softmax", kind=COMPOSITE, inputs=("x",), attrs={"axis": -1},
                  infer=_axis_same_as_input, reference=log_softmax_reference,
-                 decompose=_log_softmax_decomposition, prepare=_prepare_axis, dtypes=FLOATS,
+                 decompose=_log_softmax_decomposition,
+                 prepare=_with_rule(_prepare_axis, _axis_same_as_input), dtypes=FLOATS,
                  accumulating=True, onnx="LogSoftmax", cases={"family": "softmax"},
                  doc="log(softmax(x)) along `axis`, computed stably.")
 
@@ -187,7 +204,7 @@ def rms_norm_reference(x, weight=None, *, eps=1e-6):
 
 rms_norm = Op("rms_norm", kind=COMPOSITE, inputs=("x", "weight"), attrs={"eps": 1e-6}, optional=("weight",),
               infer=_norm_infer, reference=rms_norm_reference, decompose=_rms_norm_decomposition,
-              prepare=prepare_float_unary, dtypes=FLOATS, accumulating=True,
+              prepare=_with_rule(prepare_float_unary, _norm_infer), dtypes=FLOATS, accumulating=True,
               onnx="RMSNormalization", cases={"family": "norm", "bias": False},
               doc="x / sqrt(mean(x², last axis) + eps) * weight (weight may be None).")
 
@@ -238,7 +255,8 @@ def layer_norm_reference(x, weight=None, bias=None, *, eps=1e-5):
 layer_norm = Op("layer_norm", kind=COMPOSITE, inputs=("x", "weight", "bias"), attrs={"eps": 1e-5},
                 optional=("weight", "bias"),
                 infer=_norm_infer, reference=layer_norm_reference,
-                decompose=_layer_norm_decomposition, prepare=prepare_float_unary, dtypes=FLOATS,
+                decompose=_layer_norm_decomposition, prepare=_with_rule(prepare_float_unary, _norm_infer),
+                dtypes=FLOATS,
                 accumulating=True, onnx="LayerNormalization", cases={"family": "norm", "bias": True},
                 doc="(x - mean) / sqrt(var + eps) * weight + bias over the last axis.")
 
@@ -276,7 +294,7 @@ def rope_reference(x, cos, sin):
 
 
 rope = Op("rope", kind=COMPOSITE, inputs=("x", "cos", "sin"), infer=_rope_infer,
-          reference=rope_reference, decompose=_rope_decomposition, prepare=prepare_float_unary,
+          reference=rope_reference, decompose=_rope_decomposition, prepare=_with_rule(prepare_float_unary, _rope_infer),
           dtypes=FLOATS, onnx="RotaryEmbedding", cases={"family": "rope"},
           doc="""Rotary position embedding, "rotate half" convention (Hugging Face Llama):
           x * cos + rotate_half(x) * sin, with rotate_half(x) = concat(-x[..., D/2:], x[..., :D/2]).
@@ -389,7 +407,7 @@ def attention_reference(q, k, v, mask=None, *, causal=False, scale=None):
 attention = Op(
     "attention", kind=COMPOSITE, inputs=("q", "k", "v", "mask"), optional=("mask",),
     attrs={"causal": False, "scale": None}, infer=_attention_infer, reference=attention_reference,
-    decompose=_attention_decomposition, prepare=prepare_float_unary, dtypes=FLOATS,
+    decompose=_attention_decomposition, prepare=_with_rule(prepare_float_unary, _attention_infer), dtypes=FLOATS,
     accumulating=True, onnx="Attention", cases={"family": "attention"},
     doc="""Scaled dot-product attention with grouped-query heads.
 
@@ -453,8 +471,13 @@ def _embedding_infer(weight, ids):
     return spec(tuple(ids.shape) + (weight.shape[1],), weight.dtype)
 
 
+def embedding_reference(weight, ids):
+    check_host_indices(np.asarray(ids), np.shape(weight)[0], axis=0)
+    return np.take(weight, ids, axis=0)
+
+
 embedding = Op("embedding", kind=COMPOSITE, inputs=("weight", "ids"), infer=_embedding_infer,
-               reference=lambda weight, ids: np.take(weight, ids, axis=0, mode="raise"),
+               reference=embedding_reference, prepare=_with_rule(None, _embedding_infer),
                decompose=lambda weight, ids: gather(weight, ids, 0), dtypes=FLOATS, exact=True,
                onnx="Gather", cases={"family": "embedding"},
                doc="Rows of `weight` (vocab, dim) at integer `ids`: output ids.shape + (dim,).")
@@ -488,7 +511,7 @@ def _linear_decomposition(x, weight, bias=None):
 
 linear = Op("linear", kind=COMPOSITE, inputs=("x", "weight", "bias"), optional=("bias",), infer=_linear_infer,
             reference=lambda x, weight, bias=None: x @ weight.T + (0.0 if bias is None else bias),
-            decompose=_linear_decomposition, prepare=prepare_float_unary, dtypes=FLOATS,
+            decompose=_linear_decomposition, prepare=_with_rule(prepare_float_unary, _linear_infer), dtypes=FLOATS,
             accumulating=True, onnx="Gemm", cases={"family": "linear"},
             doc="x @ weight.T + bias, weight stored (out_features, in_features) as in torch/HF.")
 
@@ -525,9 +548,18 @@ def _cross_entropy_decomposition(logits, targets, ignore_index=-100, reduction="
     c = logits.shape[-1]
     logp = log_softmax(up(logits), -1)
     classes = arange(c, dtype=targets.dtype, backend=logits.backend)
-    hit = eq(unsqueeze(targets, -1), classes)                                  # (..., C)
-    picked = sum(where(hit, logp, 0.0), -1)                                    # (...)
     valid = ne(targets, ignore_index)
+    # A target outside [0, C) would match no class and add nothing to the loss: reading it
+    # through gather from the class ids (the same values) makes the index kernel check it.
+    try:
+        checked = gather(classes, where(valid, targets, 0), 0)                 # (...)
+    except IndexOutOfRangeError as error:  # say it in the words of the op the user called
+        found = str(error.args[0]).split("\n")[0].rsplit(": ", 1)[-1]
+        raise IndexOutOfRangeError(
+            f"cross_entropy on {logits.backend.spec}: a target is neither a class in [0, {c}) nor "
+            f"ignore_index ({ignore_index}): {found}", hint=TARGET_HINT) from None
+    hit = eq(unsqueeze(checked, -1), classes)                                  # (..., C)
+    picked = sum(where(hit, logp, 0.0), -1)                                    # (...)
     losses = where(valid, neg(picked), 0.0)
     if reduction == "none":
         return _down(losses, logits.dtype)
@@ -541,6 +573,7 @@ def _cross_entropy_decomposition(logits, targets, ignore_index=-100, reduction="
 def cross_entropy_reference(logits, targets, *, ignore_index=-100, reduction="mean"):
     logp = log_softmax_reference(logits, axis=-1)
     valid = targets != ignore_index
+    check_host_targets(np.asarray(targets), np.shape(logits)[-1], ignore_index)
     safe = np.where(valid, targets, 0)
     picked = np.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
     losses = np.where(valid, -picked, 0.0)
@@ -556,12 +589,13 @@ cross_entropy = Op(
     "cross_entropy", kind=COMPOSITE, inputs=("logits", "targets"),
     attrs={"ignore_index": -100, "reduction": "mean"}, infer=_cross_entropy_infer,
     reference=cross_entropy_reference, decompose=_cross_entropy_decomposition,
-    prepare=prepare_float_unary, dtypes=FLOATS, accumulating=True,
+    prepare=_with_rule(prepare_float_unary, _cross_entropy_infer), dtypes=FLOATS, accumulating=True,
     onnx="SoftmaxCrossEntropyLoss", cases={"family": "cross_entropy"},
     doc="""Softmax cross-entropy of logits (..., C) against integer targets (...).
 
     Targets equal to ignore_index add nothing; 'mean' divides by the number of other targets
-    (NaN when every target is ignored, as torch). reduction: 'mean' | 'sum' | 'none'.""",
+    (NaN when every target is ignored, as torch); any other target outside [0, C) raises
+    IndexOutOfRangeError (eager mode, every backend). reduction: 'mean' | 'sum' | 'none'.""",
 )
 
 

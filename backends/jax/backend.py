@@ -39,7 +39,11 @@ def _devices(platform: str) -> list:
 
 class JaxBackend(Backend):
     name = "jax"
-    priority = 20
+    # Auto-detect rank (Backend.priority), set by probe() from the devices found: a GPU/TPU
+    # outranks every CPU backend; on a CPU jax ranks after torch:cpu, numpy and npusim, since
+    # its eager calls (one jit dispatch per op) are the slowest here (docs/benchmarks.md).
+    ACCELERATOR_PRIORITY, CPU_PRIORITY = 90, -20
+    priority = CPU_PRIORITY
     kernels = jax_kernels.EAGER_KERNELS if jax is not None else {}
 
     def __init__(self, device: str | None = None):
@@ -68,6 +72,7 @@ class JaxBackend(Backend):
         for platform in ("gpu", "tpu", "cpu"):
             found = _devices(platform)
             devices += [platform] + [f"{platform}:{i}" for i in range(len(found))] if found else []
+        cls.priority = cls.CPU_PRIORITY if devices[:1] == ["cpu"] else cls.ACCELERATOR_PRIORITY
         return Probe(True, devices=tuple(devices))
 
     @classmethod

@@ -25,6 +25,7 @@ from jax.scipy.special import erf as _erf  # noqa: E402
 from accel.core import dtypes as dt  # noqa: E402
 from accel import ops  # noqa: E402
 from accel.backends._shared_kernels import LowPrecision, basic_slice  # noqa: E402
+from accel.core.bounds import check_host_indices  # noqa: E402
 from accel.core.errors import OpError  # noqa: E402
 
 _LOW = frozenset(np.dtype(d.numpy) for d in dt.LOW_PRECISION)
@@ -113,33 +114,31 @@ def _argmax(x, *, axis=-1, keepdims=False):
     return jnp.argmax(src, axis=axis, keepdims=keepdims).astype(jnp.int64)
 
 
+# XLA clamps (gather) or drops (scatter) an out-of-range index and wraps a negative one; eager
+# kernels check the values on the host first (accel.core.bounds), as every backend's index
+# kernels must. Inside jax.jit values are abstract and no check is possible (docs/errors.md).
 def _gather_checked(x, indices, *, axis=0):
-    n = x.shape[axis]
-    host = np.asarray(indices)
-    if host.size and (host.min() < -n or host.max() >= n):
-        bad = host[(host < -n) | (host >= n)].flat[0]
-        raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {n}")
+    check_host_indices(np.asarray(indices), x.shape[axis], axis=axis)
     return _take_checked(x, indices, axis=axis)
 
 
 def _gather_in_bounds(x, indices, *, axis=0):
     """Indices already checked on the host: mode='clip' changes none of them."""
-    n = x.shape[axis]
-    return jnp.take(x, _wrap(indices, n), axis=axis, mode="clip" if n else "fill")
+    return jnp.take(x, indices, axis=axis, mode="clip" if x.shape[axis] else "fill")
 
 
 def _gather_traced(x, indices, *, axis=0):
-    return jnp.take(x, _wrap(indices, x.shape[axis]), axis=axis, mode="fill")
-
-
-def _wrap(indices, n: int):
-    """Negative indices count from the end, as numpy's take (mode='clip' would clamp them)."""
-    return jnp.where(indices < 0, indices + n, indices)
+    return jnp.take(x, indices, axis=axis, mode="fill")
 
 
 def _index_copy(x, index, values, *, axis=0):
     where = (slice(None),) * axis + (index,)
     return x.at[where].set(values)
+
+
+def _index_copy_checked(x, index, values, *, axis=0):
+    check_host_indices(np.asarray(index), x.shape[axis], axis=axis)
+    return _index_copy_jitted(x, index, values, axis=axis)
 
 
 def _pow(x, y):
@@ -210,6 +209,7 @@ def _jit(op, kernel):
 
 _matmul_jitted = jax.jit(_matmul_at, static_argnames="precision")
 _take_checked = jax.jit(_gather_in_bounds, static_argnames="axis")
+_index_copy_jitted = jax.jit(_index_copy, static_argnames="axis")
 
 
 def _matmul_eager(a, b):
@@ -221,6 +221,7 @@ def _matmul_eager(a, b):
 _EAGER_AS_IS = {
     ops.full: _full, ops.arange: _arange,  # creation: no array input; a NaN fill never hits a cache
     ops.gather: _gather_checked,           # the host check runs first, then _take_checked (jitted)
+    ops.index_copy: _index_copy_checked,   # the same for index_copy
     ops.matmul: _matmul_eager,
 }
 EAGER_KERNELS = {op: _EAGER_AS_IS.get(op) or _jit(op, kernel) for op, kernel in KERNELS.items()}

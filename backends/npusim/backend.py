@@ -44,6 +44,19 @@ _DTYPES = {d.numpy: d for d in ALL_DTYPES}
 _UNSET: Any = object()
 
 
+def _env_number(name: str, kind: type, default):
+    """An int/float environment variable, or `default` when unset; a bad value names itself."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise BackendError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}",
+                           hint=f"set {name} to {'e.g. 14' if kind is int else 'e.g. 0.001'}, "
+                                "or unset it") from None
+
+
 class NpuSimBackend(Backend):
     name = "npusim"
     priority = -10  # a simulator is never what auto-detect should pick
@@ -68,9 +81,9 @@ class NpuSimBackend(Backend):
                                                "ACCEL_NPUSIM_MEMORY"), self.spec)
         self.ledger = CostLedger()
         self.faults = FaultInjector(self.spec, FaultPlan(
-            at=int(env["ACCEL_NPUSIM_FAULT_AT"]) if env.get("ACCEL_NPUSIM_FAULT_AT") else None,
-            rate=float(env.get("ACCEL_NPUSIM_FAULT_RATE") or 0.0),
-            seed=int(env.get("ACCEL_NPUSIM_FAULT_SEED") or 0)))
+            at=_env_number("ACCEL_NPUSIM_FAULT_AT", int, None),
+            rate=_env_number("ACCEL_NPUSIM_FAULT_RATE", float, 0.0),
+            seed=_env_number("ACCEL_NPUSIM_FAULT_SEED", int, 0)))
         self.dtype_policy = "error"
         self._set_policy(env.get("ACCEL_NPUSIM_DTYPE_POLICY") or "error")
         self._current_op: str | None = None  # which op a host transfer belongs to (fallbacks)

@@ -13,6 +13,7 @@ import numpy as np
 
 from accel import ops
 from accel.core.backend import Backend, Probe
+from accel.core.bounds import check_host_indices
 from accel.backends._shared_kernels import LowPrecision
 from accel.core.dtypes import LOW_PRECISION, from_numpy_dtype
 from accel.ops.elementwise import cast_reference
@@ -79,7 +80,13 @@ def _index_copy(x, index, values, *, axis=0):
     return out
 
 
+def _gather(x, indices, *, axis=0):
+    check_host_indices(indices, x.shape[axis], axis=axis)
+    return np.take(x, indices, axis=axis)
+
+
 def _index_copy_inplace(x, index, values, *, axis=0):
+    check_host_indices(index, x.shape[axis], axis=axis)  # before writing: no partial update
     sl = [slice(None)] * x.ndim
     sl[axis] = index
     x[tuple(sl)] = values
@@ -127,7 +134,7 @@ class NumpyBackend(Backend):
         ops.broadcast_to: lambda x, *, shape: np.broadcast_to(x, shape),
         ops.concat: lambda xs, *, axis=0: np.concatenate(xs, axis=axis),
         ops.slice: slice_reference,
-        ops.gather: lambda x, indices, *, axis=0: np.take(x, indices, axis=axis, mode="raise"),
+        ops.gather: _gather,
         ops.index_copy: _index_copy,
     }
     inplace_kernels = {ops.index_copy: _index_copy_inplace}

@@ -25,6 +25,7 @@ import numpy as np
 
 from accel.core import dispatch
 from accel.core import dtypes as dt
+from accel.backends._shared_kernels import host_bounds_checked
 from accel.core.backend import Backend, Probe, ScalarCache
 from accel.core.dtypes import from_numpy_dtype
 from accel.core.errors import BackendError, UnsupportedError
@@ -141,7 +142,11 @@ class Session:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    priority = 10
+    # Auto-detect rank (Backend.priority), set by probe(): behind every other CPU backend, since
+    # an eager call is one InferenceSession run per op; an accelerator provider ranks above the
+    # CPU backends (torch and jax on an accelerator rank higher still).
+    ACCELERATOR_PRIORITY, CPU_PRIORITY = 50, -30
+    priority = CPU_PRIORITY
     kernels: dict = {}       # filled below from the support table
     op_dtypes: dict = {}
     collective_backend = "gloo"  # eager arrays are numpy arrays in host memory
@@ -165,6 +170,9 @@ class OnnxRuntimeBackend(Backend):
         # Kernels are bound to this instance (its provider and session cache).
         self.kernels = {op: kernel if op in _CREATION else _kernel(self, op)
                         for op, kernel in type(self).kernels.items()}
+        for op in _INDEX_OPS:  # ONNX Gather wraps negative indices: check them first
+            if op in self.kernels:
+                self.kernels[op] = host_bounds_checked(self.kernels[op])
 
     # --- identity --------------------------------------------------------------------------
     @classmethod
@@ -174,6 +182,7 @@ class OnnxRuntimeBackend(Backend):
                          install_hint="pip install 'accel-layer[onnx]'")
         by_provider = {v: k for k, v in PROVIDERS.items()}
         devices = [by_provider[p] for p in ort.get_available_providers() if p in by_provider]
+        cls.priority = cls.CPU_PRIORITY if cls.default_device() == "cpu" else cls.ACCELERATOR_PRIORITY
         return Probe(True, devices=tuple(sorted(set(devices), key=lambda d: d != "cpu")))
 
     @classmethod
@@ -377,6 +386,7 @@ def _plan(backend: OnnxRuntimeBackend, op, natives: tuple, attrs: dict):
 
 
 _CREATION: dict = {}
+_INDEX_OPS: list = []  # ops whose second input is an index (gather, embedding, index_copy)
 
 
 def _install() -> None:
@@ -387,6 +397,7 @@ def _install() -> None:
 
     # Host memory is this backend's memory: creation needs no session.
     _CREATION.update({op: NumpyBackend.kernels[op] for op in (ops.full, ops.arange)})
+    _INDEX_OPS.extend((ops.gather, ops.embedding, ops.index_copy, ops.index_add))
     kernels, op_dtypes = {}, {}
     for op in onnx_export.LOWERINGS:
         names = CPU_OP_DTYPES.get(op.name)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from accel import ops
+from accel.core.bounds import TARGET_HINT, check_bounds
 from accel.backends.torch.dtypes import F8, F32, LOW, rounded, up
 from accel.backends.torch.attention import attention
 from accel.backends.torch.primitives import gather
@@ -83,6 +84,9 @@ _SIGNS: dict = {}
 
 def _half_negated_ones(d: int, dtype, device) -> torch.Tensor:
     """(-1, ..., -1, 1, ..., 1) of length d, made once per (d, dtype, device)."""
+    if torch.compiler.is_compiling():  # a cache lookup would become a guard (one recompile)
+        half = torch.ones(d // 2, dtype=dtype, device=device)
+        return torch.cat([-half, torch.ones(d - d // 2, dtype=dtype, device=device)])
     key = (d, dtype, device)
     signs = _SIGNS.get(key)
     if signs is None:
@@ -107,11 +111,13 @@ def embedding(weight, ids):
 def cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean"):
     classes = logits.shape[-1]
     flat_targets = targets.reshape(-1).to(torch.int64)
-    if logits.device.type != "cpu" and flat_targets.numel():
-        # torch checks targets on the CPU; on a device a bad target is a device-side assert.
-        bad = (flat_targets != ignore_index) & ((flat_targets < 0) | (flat_targets >= classes))
-        if bool(bad.any()):
-            raise IndexError(f"target {int(flat_targets[bad][0])} is out of bounds for {classes} classes")
+    if flat_targets.numel():
+        # Checked here on every device (one small reduction and a sync): on an accelerator a bad
+        # target is a device-side assert, and the message is the one every backend gives.
+        kept = flat_targets[flat_targets != ignore_index]
+        if kept.numel():
+            lo, hi = (int(v) for v in torch.aminmax(kept))
+            check_bounds(lo, hi, classes, axis=-1, what="target", hint=TARGET_HINT)
     out = F.cross_entropy(up(logits).reshape(-1, classes), flat_targets,
                           ignore_index=ignore_index, reduction=reduction)
     if reduction == "none":

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from accel import ops
+from accel.core.bounds import check_bounds
 from accel.backends._shared_kernels import basic_slice
 from accel.backends.torch.dtypes import F8, F8_VIA_F32, F32, TORCH_DTYPES, cast, exact_value, rounded
 
@@ -120,7 +121,7 @@ _FEW = 64  # up to this many CPU indices, Python's min/max over tolist() beats t
 
 
 def _checked_index(index, n: int, axis: int):
-    """Indices as int64 in [0, n): negatives wrap as in numpy; out of range raises IndexError.
+    """Indices as int64, checked to lie in [0, n) (accel.core.bounds: no negative wraps).
 
     Checked on the host (a sync on an accelerator): CUDA would otherwise hit a device-side
     assert that poisons the whole context, and numpy's reference raises here.
@@ -133,18 +134,15 @@ def _checked_index(index, n: int, axis: int):
         lo, hi = min(values), max(values)  # a KV-cache write of one position: ~1 µs, not ~8
     else:
         lo, hi = (int(v) for v in torch.aminmax(index))
-    if lo < -n or hi >= n:
-        bad = lo if lo < -n else hi
-        raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {n}")
-    index = index.to(torch.int64)
-    return torch.where(index < 0, index + n, index) if lo < 0 else index
+    check_bounds(lo, hi, n, axis=axis)
+    return index.to(torch.int64)
 
 
 def gather(x, indices, *, axis=0):
     shape = tuple(x.shape[:axis]) + tuple(indices.shape) + tuple(x.shape[axis + 1:])
     if x.device.type == "cpu":
         # The CPU kernel checks bounds itself (and rejects negatives): try it first, and take
-        # the checked path only when it refuses, to wrap negatives or name the bad index.
+        # the checked path only when it refuses, to name the bad index.
         try:
             return torch.index_select(x, axis, indices.reshape(-1)).reshape(shape)
         except (IndexError, RuntimeError):

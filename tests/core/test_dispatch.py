@@ -85,13 +85,23 @@ def test_checked_mode_validates_before_the_kernel():
         accel.set_checked(False)
 
 
-def test_native_exception_becomes_accel_error_with_op_shapes_and_hint():
+def test_native_exception_becomes_accel_error_with_op_shapes_and_hint(monkeypatch):
+    # A library error on input the op's rule accepts (an out-of-range index is now caught by
+    # the kernel itself, see tests/core/test_bad_op_input.py): a kernel whose library raises.
+    backend = accel.get_backend("numpy")
+
+    def library_refuses(x, indices, *, axis=0):
+        raise ValueError("the library refuses")
+
+    monkeypatch.setitem(type(backend).kernels, ops.gather, library_refuses)
+    monkeypatch.setattr(backend, "_resolved", {})
     x = accel.tensor(np.ones((2, 3), np.float32), backend="numpy")
-    idx = accel.tensor([7], backend="numpy")
+    idx = accel.tensor([1], backend="numpy")
     with pytest.raises(accel.OpError) as info:
         ops.gather(x, idx, 0)
     text = str(info.value)
     assert "gather(float32[2, 3], int64[1], axis=0) on numpy" in text and "HINT" in text
+    assert "ValueError: the library refuses" in text
 
 
 def test_unknown_argument_names_the_signature():

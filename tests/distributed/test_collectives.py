@@ -54,6 +54,16 @@ def scenario(own_backend: str) -> dict:
         out["agreement"] = str(exc)
     dist.check_agreement("model config", "dim=64")  # agreeing ranks pass
 
+    accel.set_checked(True)  # checked mode compares every collective's call across ranks first
+    try:
+        rows = 3 if info.rank == 1 else 4
+        dist.all_gather(accel.tensor(np.ones((rows, 2), np.float32), backend=own_backend))
+        out["checked"] = None
+    except CollectiveError as exc:
+        out["checked"] = str(exc)
+    finally:
+        accel.set_checked(False)
+
     # last: rank 2 never joins an all_reduce; the others must say so within the bound
     from torch.distributed import distributed_c10d
 
@@ -136,6 +146,16 @@ def test_disagreeing_rank_is_named(ranks):
         message = result["agreement"]
         assert message is not None
         assert "ranks disagree on model config: rank(s) 1 differ from rank(s) 0, 2" in message
+
+
+def test_checked_mode_names_a_rank_calling_another_shape(ranks):
+    for r, result in enumerate(ranks):
+        message = result["checked"]
+        assert message is not None and "collective #" in message
+        if r == 1:
+            assert "rank 1 calls all_gather(float32[3, 2]) but rank(s) 0, 2 call" in message, message
+        else:
+            assert f"rank {r} calls all_gather(float32[4, 2]) but rank(s) 1 call rank 1: all_gather(float32[3, 2])" in message, message
 
 
 def test_rank_that_never_joins_is_named_on_timeout(ranks):
