@@ -63,6 +63,9 @@ def register(sub) -> None:
     p.add_argument("--fp8", default=None, metavar="POLICY",
                    help="run the linears an `accel fp8-plan` policy names in FP8 (forward and backward GEMMs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue from the newest complete checkpoint in --out if there is one, else "
+                        "start (for restarts by torchrun's elastic agent)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     launch = p.add_argument_group("launch on several processes (torchrun)")
     launch.add_argument("--nproc-per-node", type=int, default=None,
@@ -234,6 +237,11 @@ def train_from_args(args):
     from accel.train.loop import master_dtype
 
     given = _requested(args)
+    if args.auto_resume and not args.resume and args.out:
+        from accel.train.checkpoints import complete_checkpoints
+
+        if complete_checkpoints(args.out):
+            args.resume = args.out
     main_rank = int(os.environ.get("RANK", "0")) == 0
     say = (lambda line: print(line, file=sys.stderr)) if main_rank else (lambda line: None)
     if args.resume:
@@ -341,7 +349,8 @@ def train_from_args(args):
         _write_model_dir(out, params, files, args.save_dtype)
         summary = {**state_of(cfg.steps, result), "seconds": result.seconds, "tokens": result.tokens,
                    "tokens_per_s": result.tokens / max(result.seconds, 1e-9),
-                   "parameters": config.num_parameters(), "optimizer_bytes_per_rank": result.optimizer_bytes}
+                   "parameters": config.num_parameters(), "optimizer_bytes_per_rank": result.optimizer_bytes,
+                   "comm_seconds": result.comm_seconds}
         _atomic_write_text(os.path.join(out, "training.json"), json.dumps(summary, indent=1))
     comm.barrier()
     return out, result

@@ -114,6 +114,7 @@ class TrainResult:
     spikes: list[str] = field(default_factory=list)
     spike_state: dict = field(default_factory=dict)              # the running average, for a resume
     optimizer_bytes: int = 0                                     # AdamW state held by one rank
+    comm_seconds: float = 0.0                                    # rank 0's wait for reductions
     checkpoint: str | None = None
     seconds: float = 0.0
     tokens: int = 0
@@ -242,6 +243,7 @@ def train(loss_fn: Callable, params: dict, data: TokenData, cfg: TrainConfig, ba
     if bar is not None:
         bar.close()
     result.seconds += time.perf_counter() - started
+    result.comm_seconds += trainer.comm_seconds
     result.tokens += done * tokens_per_step
     return state.params, trainer.full_opt_state(state), result
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -61,6 +62,7 @@ class Trainer:
         self.spike = SpikeGuard(cfg.spike_factor, cfg.on_spike)
         self.sample_log = os.environ.get("ACCEL_TRAIN_SAMPLE_LOG")
         self.optimizer = None
+        self.comm_seconds = 0.0   # waiting for the gradient reduction and the loss (not ZeRO's)
 
     # --- state ----------------------------------------------------------------------------
     def init_state(self, params: dict[str, Tensor], opt_state: AdamState | None = None,
@@ -116,10 +118,12 @@ class Trainer:
         step = state.step
         reducer = self.reducer()
         losses = self.local_grads(state.params, step, reducer)
+        started = time.perf_counter()
         grads = reducer.finish()
         loss = self.global_loss(losses)          # while the gradient buckets are in flight
         if not isinstance(grads, dict):
             grads = grads.wait()
+        self.comm_seconds += time.perf_counter() - started
         lr = self.lr_at(state.consumed)
         spike = self.spike.check(step + 1, loss)     # steps are counted from 1 in messages
         after = replace(state, step=step + 1, consumed=state.consumed + self.plan.global_batch)

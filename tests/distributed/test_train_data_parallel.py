@@ -19,9 +19,12 @@ from tests.training.distributed_runs import COMMON, run_ranks, summary, tokenize
 # float32 losses and weights of N ranks against one process: only the order of the float32
 # sums differs (micro-batch split, gloo's reduction). Measured over 20 steps: losses max
 # relative difference 8e-8 (numpy, 2 ranks) to 1.5e-7 (torch:cpu, 4 ranks); weights max
-# |diff| 1.3e-7 = 1.2e-6 of the largest weight (AdamW divides by sqrt(v), which magnifies the
-# rounding of near-zero gradients), so weights are compared norm-wise: |Δw|₂ / |w|₂.
+# |diff| 1.3e-7 = 1.2e-6 of the largest weight, and in a 3-rank run (G=6) a few elements of one
+# MLP matrix moved by 5e-6: AdamW divides by sqrt(v), which magnifies the rounding of near-zero
+# gradients. So weights are compared per tensor, norm-wise (|Δw|₂ / |w|₂), at WEIGHT_REL;
+# --deterministic-reduction is the mode with bitwise-equal weights (test_train_elastic.py).
 REL = 1e-6
+WEIGHT_REL = 1e-5   # measured: 4.1e-7 (2 ranks) to 3.9e-6 (3 ranks, G=6, one tensor of 24k elements)
 STEPS = 20
 
 
@@ -48,7 +51,7 @@ def reference(tokenizer, tmp_path_factory, spec, batch=4):
     return _refs[key]
 
 
-def assert_same_run(got, want, rel=REL):
+def assert_same_run(got, want, rel=REL, weight_rel=WEIGHT_REL):
     a, b = np.array(summary(got)["history"]["losses"]), np.array(summary(want)["history"]["losses"])
     assert a.shape == b.shape
     assert np.max(np.abs(a - b) / np.abs(b)) <= rel, (a, b)
@@ -56,7 +59,7 @@ def assert_same_run(got, want, rel=REL):
     assert set(wa) == set(wb)
     for name in wb:
         x, y = wa[name].numpy(), wb[name].numpy()
-        assert np.linalg.norm(x - y) <= rel * np.linalg.norm(y), name
+        assert np.linalg.norm(x - y) <= weight_rel * np.linalg.norm(y), name
 
 
 @pytest.mark.parametrize("spec, world", [("numpy", 2), ("numpy", 4), ("torch:cpu", 2), ("torch:cpu", 4)])
@@ -88,7 +91,7 @@ def test_mixed_fleet_agrees_with_numpy_only(tokenizer, tmp_path_factory, tmp_pat
     s = summary(tmp_path / "mixed")
     assert s["backends"][0] == "numpy" and s["backends"][1] == "torch:cpu" and s["backends"][2].startswith("npusim")
     # each rank computes in its backend's float32 (conformance tolerances), the mean is shared
-    assert_same_run(tmp_path / "mixed", ref, rel=1e-5)
+    assert_same_run(tmp_path / "mixed", ref, rel=1e-5, weight_rel=1e-4)
 
 
 def test_a_two_rank_checkpoint_resumes_on_one_rank_on_another_backend(tokenizer, tmp_path_factory, tmp_path):
@@ -100,7 +103,7 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank_on_another_backend(tokenizer,
     assert [g["world_size"] for g in s["history"]["segments"]] == [2, 1]
     assert s["backend"] == "torch:cpu" and s["resumed_from"]["world_size"] == 2
     # another backend: the cross-backend float32 tolerance of tests/training/test_train.py
-    assert_same_run(out, ref, rel=1e-5)
+    assert_same_run(out, ref, rel=1e-5, weight_rel=1e-4)
 
 
 def test_ranks_that_disagree_are_named(tokenizer, tmp_path, capfd):

@@ -172,3 +172,11 @@ def test_a_device_fault_names_the_step_and_the_resume_command(tmp_path):
     assert code == 0, err
     summary = history(out)
     assert summary["backend"].startswith("npusim") and len(summary["history"]["losses"]) == 6
+
+
+def test_auto_resume_starts_then_continues(tmp_path):
+    out = str(tmp_path / "run")
+    assert main(["train", *FAST, "--backend", "numpy", "--steps", "2", "--auto-resume", "--out", out]) == 0
+    assert history(out)["resumed_from"] is None
+    assert main(["train", *FAST, "--backend", "numpy", "--steps", "4", "--auto-resume", "--out", out]) == 0
+    assert history(out)["resumed_from"]["step"] == 2 and len(history(out)["history"]["losses"]) == 4

@@ -1,0 +1,46 @@
+"""Data-parallel training throughput for `accel bench --section distributed`: `accel train` on 1
+and 2 ranks (gloo) with the same global batch, per backend, each in a fresh process (2 ranks
+through `accel train --nproc-per-node 2`, i.e. torchrun). Figures come from each run's
+training.json: tokens/s over the timed steps (start-up excluded) and the share of rank 0's step
+time spent waiting for the gradient all-reduce and the loss gather."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+GLOBAL_BATCH, SEQ, STEPS_FULL, STEPS_QUICK = 8, 64, 30, 8
+
+
+def _run(backend: str, ranks: int, steps: int, seed: int, extra: list[str]) -> dict:
+    from accel.cli.train import default_data
+
+    with tempfile.TemporaryDirectory(prefix="accel-bench-train-") as tmp:
+        out = os.path.join(tmp, "run")
+        launch = ["--nproc-per-node", str(ranks)] if ranks > 1 else []
+        cmd = [sys.executable, "-m", "accel", "train", *launch, "--model-config", "micro", "--data", default_data(),
+               "--backend", backend, "--global-batch-size", str(GLOBAL_BATCH), "--seq-len", str(SEQ),
+               "--steps", str(steps), "--warmup", "2", "--eval-every", "0", "--save-every", str(steps),
+               "--seed", str(seed), "--no-progress", "--out", out, *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if done.returncode != 0:
+            return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+        with open(os.path.join(out, "training.json")) as f:
+            summary = json.load(f)
+    return {"tokens_per_s": summary["tokens_per_s"], "seconds": summary["seconds"],
+            "comm_share": summary["comm_seconds"] / max(summary["seconds"], 1e-9),
+            "optimizer_bytes_per_rank": summary["optimizer_bytes_per_rank"]}
+
+
+def training_rows(settings, log, backends=("numpy", "torch:cpu")) -> list[dict]:
+    steps = STEPS_QUICK if settings.quick else STEPS_FULL
+    rows = []
+    for backend in backends:
+        for ranks, extra, label in ((1, [], "1 rank"), (2, [], "2 ranks"), (2, ["--zero", "1"], "2 ranks, ZeRO-1"),
+                                    (2, ["--deterministic-reduction"], "2 ranks, deterministic reduction")):
+            log(f"distributed training: {backend}, {label} ...")
+            rows.append({"backend": backend, "ranks": ranks, "mode": label, "global_batch": GLOBAL_BATCH,
+                         "seq_len": SEQ, "steps": steps, **_run(backend, ranks, steps, settings.seed, extra)})
+    return rows
