@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from accel.core import dispatch
-from accel.core.errors import AccelError, OpError
+from accel.core.errors import OpError
 from accel.core.op import Op
 from accel.core.spec import describe
 from accel.core.tensor import Tensor
@@ -54,11 +54,8 @@ class Tape:
     def __call__(self, op: Op, args: tuple, attrs: dict):
         if self.paused or not self._depends(op, args):
             return NotImplemented
-        if op.prepare is not None:  # scalars -> tensors, promotion casts (recorded themselves)
-            try:
-                args, attrs = op.prepare(args, attrs)
-            except AccelError as error:
-                raise dispatch._with_context(op, args, attrs, error) from None
+        # scalars -> tensors, promotion casts (recorded themselves)
+        args, attrs = dispatch.prepared(op, args, attrs)
         if op.vjp is None:
             if op.decompose is not None:
                 # No VJP of its own: record the primitives it is made of (counted as decomposed).

@@ -74,8 +74,7 @@ def capture(call: Callable) -> list[tuple[Callable, list, dict, str]]:
     def record(op, args, attrs):
         if inside_kernel[0]:
             return NotImplemented
-        if op.prepare is not None:
-            args, attrs = op.prepare(args, attrs)
+        args, attrs = dispatch.prepared(op, args, attrs)
         backend = dispatch.backend_of(op, args, attrs)
         kernel = backend.kernels.get(op)
         if kernel is None:

@@ -106,13 +106,7 @@ def eager(op: Op, args: tuple, attrs: dict):
             backend = a.backend
             return (backend._resolved.get(op) or resolve(backend, op))(args, attrs)
     if op.prepare is not None:
-        try:
-            args, attrs = op.prepare(args, attrs)
-        except AccelError as error:
-            raise _with_context(op, args, attrs, error) from None
-        except (AttributeError, TypeError):  # prepare read a non-Tensor input: say so
-            backend_of(op, args, attrs)
-            raise
+        args, attrs = prepared(op, args, attrs)
     # backend_of inlined for one or two plain Tensor inputs on one backend (most calls);
     # anything else (more inputs, non-tensors, mixed backends) goes through backend_of.
     n = op._plain
@@ -127,6 +121,20 @@ def eager(op: Op, args: tuple, attrs: dict):
     if entry is None:
         entry = resolve(backend, op)
     return entry(args, attrs)
+
+
+def prepared(op: Op, args: tuple, attrs: dict) -> tuple[tuple, dict]:
+    """`op.prepare` (scalars to tensors, promotion, dtype guards), its errors with the call in
+    front: the one preparation step of eager dispatch, checked mode, tracing and autograd."""
+    if op.prepare is None:
+        return args, attrs
+    try:
+        return op.prepare(args, attrs)
+    except AccelError as error:
+        raise _with_context(op, args, attrs, error) from None
+    except (AttributeError, TypeError):  # prepare read a non-Tensor input: say so
+        backend_of(op, args, attrs)
+        raise
 
 
 def eager_prepared(op: Op, args: tuple, attrs: dict):
@@ -433,11 +441,7 @@ def _slow_path(op: Op, args: tuple, attrs: dict):
 
 
 def checked_eager(op: Op, args: tuple, attrs: dict):
-    if op.prepare is not None:
-        try:
-            args, attrs = op.prepare(args, attrs)
-        except AccelError as error:
-            raise _with_context(op, args, attrs, error) from None
+    args, attrs = prepared(op, args, attrs)
     backend = backend_of(op, args, attrs)
     try:
         expected = op.infer(*args, **attrs)

@@ -179,11 +179,7 @@ class Tracer:
     def __call__(self, op: Op, args: tuple, attrs: dict):
         if not self.involves(op, args, attrs):
             return NotImplemented  # only untraced tensors: runs eagerly, becomes a constant
-        if op.prepare is not None:
-            try:
-                args, attrs = op.prepare(args, attrs)
-            except AccelError as error:
-                raise dispatch._with_context(op, args, attrs, error) from None
+        args, attrs = dispatch.prepared(op, args, attrs)
         return self.emit(op, args, attrs)
 
     def emit(self, op: Op, args: tuple, attrs: dict) -> Tensor:
