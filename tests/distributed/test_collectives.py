@@ -42,7 +42,10 @@ def scenario(own_backend: str) -> dict:
     # counted: numpy stages through a host view, torch:cpu hands its tensor to gloo directly
     dist.collective_stats.reset()
     x = accel.tensor(np.full((4, 2), float(info.rank + 1), np.float32), backend=own_backend)
+    backend = accel.get_backend(own_backend)
+    backend.reset_counters()
     summed = dist.all_reduce(x, op="sum")
+    out["device_counters"] = {k: v for k, v in backend.counters().items() if k.endswith("_bytes")}
     out["sum"] = summed.numpy().tolist()
     out["input_after"] = x.numpy().tolist()  # the input must be left as it was
     out["stats"] = dist.collective_stats.snapshot()
@@ -139,6 +142,8 @@ def test_host_path_is_counted(ranks):
     for name in ("numpy", "npusim"):
         assert by_backend[name]["host_path"] == 1 and by_backend[name]["staged_bytes"] == 4 * 2 * 4
     assert all(s["calls"] == 1 and s["bytes"] == 32 for s in by_backend.values())
+    # npusim's host link: the d2h copy out and the h2d copy back, in its own transfer ledger
+    assert ranks[2]["device_counters"] == {"h2d_bytes": 32, "d2h_bytes": 32}
 
 
 def test_disagreeing_rank_is_named(ranks):
