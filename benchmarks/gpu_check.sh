@@ -1,127 +1,212 @@
 #!/usr/bin/env bash
-# One-shot check of the torch backend on an NVIDIA GPU, in under 5 minutes, into one file:
-#   1. environment (GPU, driver, torch, `accel info --backend torch`)
-#   2. the conformance suite on torch:cuda (CI subset, every dtype) with its JSON report
-#   3. the torch backend tests (CUDA-marked ones included) and the Hugging Face parity tests
-#   4. the model benchmark: greedy generation on torch:cuda (float32, bfloat16) against numpy
-#   5. `accel bench` on every GPU backend installed (torch:cuda, jax:gpu, onnxruntime:cuda) against
-#      Hugging Face on CUDA, dispatch overhead per op included; its bench.md is appended and its
-#      files kept beside RESULTS_FILE
+# The GPU check of the torch backend, in under 8 minutes, into one results file.
 #
-#   bash benchmarks/gpu_check.sh [RESULTS_FILE]      (default: benchmarks/results/gpu_check-<host>-<time>.md)
+#   bash benchmarks/gpu_check.sh [OUT_DIR]          (default: gpu-check-results/)
+#   GPU_CHECK_ALLOW_CPU=1 bash benchmarks/gpu_check.sh   (dry run of every step on torch:cpu)
 #
-# Environment: PYTHON (default .venv/bin/python, else python3), DEVICE (default torch:cuda:0).
-# Every step has its own time limit; a failing step is recorded and the script goes on.
-# Exit status: 0 if every step passed, 1 if one failed, 2 if there is no CUDA device.
+# Made for a bare GPU machine whose python3 already has torch, jax, onnxruntime and transformers
+# and that has no package index: accel is installed from this checkout with
+# `pip install --no-deps --no-build-isolation -e .` when python3 cannot import it yet.
+#
+# Steps, in priority order, each under `timeout` and all under one deadline (GPU_CHECK_BUDGET_S,
+# default 450 s; a step that would start with too little time left is recorded as not run):
+#   environment         GPU, driver, torch/jax/onnxruntime versions, `accel info --backend torch`
+#   cuda-tests          every test marked `cuda` (pytest -m cuda), on DEVICE
+#   conformance         `accel conformance --ci` on DEVICE, summary and failures from its JSON
+#   hf-parity           logits, greedy tokens and low-precision quality against transformers
+#   flash-sdpa          accel attention run by torch's flash kernel only, against float64
+#   fp8-scaled-mm       ops.scaled_matmul through torch._scaled_mm against the exact emulation
+#   cudagraph-decode    compiled decode replayed as a CUDA graph: same tokens as eager, speed-up
+#   bench               `accel bench --section model` on DEVICE: eager and compiled vs HF on it
+#   inductor-decode     the bench-size Llama in bfloat16 through inductor + CUDA graphs, batch 1:
+#                       tokens/s and % of the HBM bandwidth bound
+#
+# Writes OUT_DIR/results.json (every step: status, seconds, limit, parsed figures, output tail)
+# and OUT_DIR/results.md (the same as tables); the step logs stay in OUT_DIR/logs/.
+# Environment: PYTHON (default python3, or .venv/bin/python when present), DEVICE (default
+# torch:cuda:0; torch:cpu with GPU_CHECK_ALLOW_CPU=1). Exit status: 0 when every step that ran
+# passed, 1 otherwise, 2 without a CUDA device (and no GPU_CHECK_ALLOW_CPU=1).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-DEVICE=${DEVICE:-torch:cuda:0}
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=${1:-benchmarks/results/gpu_check-$(hostname -s)-$STAMP.md}
-WORK=$(mktemp -d)
-mkdir -p "$(dirname "$OUT")"
-trap 'rm -rf "$WORK"' EXIT
-export PYTHONUNBUFFERED=1
-FAILED=()
+OUT_DIR=${1:-gpu-check-results}
+BUDGET=${GPU_CHECK_BUDGET_S:-450}
+CPU_RUN=${GPU_CHECK_ALLOW_CPU:-0}
+LOGS="$OUT_DIR/logs"
+rm -rf "$LOGS"; mkdir -p "$LOGS"
+: > "$LOGS/steps.tsv"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
-# GPU_CHECK_ALLOW_CPU=1 DEVICE=torch:cpu runs the same steps on the CPU (a dry run of the script).
-if [ "${GPU_CHECK_ALLOW_CPU:-0}" != 1 ] && \
-   ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-    echo "gpu_check: no CUDA device visible to $PYTHON (torch.cuda.is_available() is False)" >&2
+if [ "$CPU_RUN" = 1 ]; then
+    DEVICE=${DEVICE:-torch:cpu}
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+elif "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    DEVICE=${DEVICE:-torch:cuda:0}
+else
+    echo "gpu_check: no CUDA device visible to $PYTHON (torch.cuda.is_available() is False); GPU_CHECK_ALLOW_CPU=1 runs the steps on the CPU" >&2
     exit 2
 fi
 
-section() { printf '\n## %s\n\n```\n' "$1" >> "$OUT"; }
-endsection() { printf '```\n' >> "$OUT"; }
-
-# step NAME SECONDS CMD...: run with a time limit, append its output, remember a failure.
+# step NAME LIMIT_S CMD...: run under `timeout` (capped by what is left of the budget), log it.
 step() {
     local name=$1 limit=$2; shift 2
-    section "$name"
+    local left=$((BUDGET - SECONDS))
+    if [ "$left" -lt 15 ]; then
+        printf '%s\tnot-run\t-\t0\t%s\n' "$name" "$limit" >> "$LOGS/steps.tsv"
+        echo "gpu_check: $name not run (${left}s of the budget left)" >&2
+        return
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    echo "gpu_check: $name (limit ${limit}s) ..." >&2
     local start=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" >> "$OUT" 2>&1
+    timeout --kill-after=5 "$limit" "$@" > "$LOGS/$name.log" 2>&1
     local rc=$?
-    endsection
-    printf '_%s: exit %d in %ds (limit %ds)_\n' "$name" "$rc" "$((SECONDS - start))" "$limit" >> "$OUT"
-    [ "$rc" -eq 0 ] || FAILED+=("$name (exit $rc)")
+    local status=pass
+    [ "$rc" -ne 0 ] && status=fail
+    [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && status=timeout
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$rc" "$((SECONDS - start))" "$limit" >> "$LOGS/steps.tsv"
 }
 
-{
-    echo "# accel torch backend GPU check"
-    echo
-    echo "- date: $STAMP"
-    echo "- host: $(hostname)"
-    echo "- device: $DEVICE"
-    echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
-} > "$OUT"
-
-step "environment" 60 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv || true; \
-    '$PYTHON' -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"devices\", torch.cuda.device_count())'; \
-    '$PYTHON' -m accel.cli.main info --backend torch"
-
-step "conformance ($DEVICE, quick, all dtypes)" 150 \
-    "$PYTHON" -m accel.cli.main conformance --backend "$DEVICE" --quick --no-progress \
-    --json "$WORK/conformance.json"
-if [ -s "$WORK/conformance.json" ]; then
-    section "conformance failures (from the JSON report)"
-    "$PYTHON" - "$WORK/conformance.json" >> "$OUT" 2>&1 <<'EOF'
-import json, sys
-report = json.load(open(sys.argv[1]))
-print("summary:", json.dumps(report.get("summary", {})))
-for r in report.get("rows", []):
-    if r.get("status") == "fail":
-        print(f"FAIL {r.get('op')}[{r.get('dtype')}] {r.get('case')} layout={r.get('layout')}: "
-              f"nmse={r.get('nmse')} scaled_max={r.get('scaled_max')}")
-EOF
-    endsection
+# accel itself: installed from this checkout without an index, when not importable yet
+if ! "$PYTHON" -c 'import accel.backends.torch.backend' > /dev/null 2>&1; then
+    step install 90 "$PYTHON" -m pip install --no-deps --no-build-isolation -e .
 fi
 
-step "torch backend tests + Hugging Face parity ($DEVICE)" 120 \
-    "$PYTHON" -m pytest -q -p no:cacheprovider --backend "$DEVICE" \
-    tests/backends/test_torch_backend.py tests/backends/test_torch_ops.py tests/models
+step environment 45 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>/dev/null || echo 'nvidia-smi: not available'; \
+    '$PYTHON' -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"devices\", torch.cuda.device_count())'; \
+    '$PYTHON' -c 'import jax; print(\"jax\", jax.__version__, jax.devices())' 2>&1 | tail -1; \
+    '$PYTHON' -c 'import onnxruntime as o; print(\"onnxruntime\", o.__version__, o.get_available_providers())' 2>&1 | tail -1; \
+    '$PYTHON' -c 'import transformers; print(\"transformers\", transformers.__version__)' 2>&1 | tail -1; \
+    '$PYTHON' -m accel.cli.main info --backend '$DEVICE'"
 
-step "model benchmark: greedy generation" 90 bash -c "
-    set -e
-    for dtype in float32 bfloat16; do
-        '$PYTHON' -m accel.cli.main generate --backend '$DEVICE' --dtype \$dtype \
-            --prompt 'Once upon a time' --max-new-tokens 128 > '$WORK/gen-cuda-'\$dtype.txt 2> '$WORK/gen-cuda-'\$dtype.err
-        echo \"$DEVICE \$dtype: \$(tail -n 1 '$WORK/gen-cuda-'\$dtype.err)\"
-    done
-    '$PYTHON' -m accel.cli.main generate --backend numpy --prompt 'Once upon a time' \
-        --max-new-tokens 128 > '$WORK/gen-numpy.txt' 2> '$WORK/gen-numpy.err'
-    echo \"numpy float32: \$(tail -n 1 '$WORK/gen-numpy.err')\"
-    if cmp -s '$WORK/gen-numpy.txt' '$WORK/gen-cuda-float32.txt'; then
-        echo 'greedy text: $DEVICE float32 == numpy'
-    else
-        echo 'greedy text DIFFERS between $DEVICE float32 and numpy:'; diff '$WORK/gen-numpy.txt' '$WORK/gen-cuda-float32.txt'; exit 1
-    fi"
+step cuda-tests 70 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda -rs --backend "$DEVICE" tests
 
-GPU_BACKENDS=$("$PYTHON" - "$DEVICE" <<'EOF'
+step conformance 90 "$PYTHON" -m accel.cli.main conformance --backend "$DEVICE" --ci --model skip \
+    --no-progress --json "$LOGS/conformance.json"
+
+step hf-parity 90 "$PYTHON" -m pytest -q -p no:cacheprovider -rs --backend "$DEVICE" \
+    tests/models/test_hf_parity.py tests/models/test_hf_low_precision.py
+
+for probe in flash-sdpa fp8-scaled-mm cudagraph-decode; do
+    step "$probe" 60 "$PYTHON" benchmarks/gpu_probes.py "$probe" --device "$DEVICE"
+done
+
+if [ "$CPU_RUN" = 1 ]; then BENCH_SIZE=(--quick); else BENCH_SIZE=(--dtype bfloat16 --dtype float32); fi
+step bench 130 "$PYTHON" -m accel.cli.main bench --section model --backend "$DEVICE" "${BENCH_SIZE[@]}" \
+    --compiler python --repeats 3 --row-budget 30 --no-progress --out "$LOGS/bench"
+
+step inductor-decode 150 "$PYTHON" benchmarks/gpu_probes.py inductor-decode --device "$DEVICE"
+
+"$PYTHON" - "$OUT_DIR" "$DEVICE" "$SECONDS" "$CPU_RUN" <<'EOF'
+"""Assemble the one results file (results.json) and its Markdown view from the step logs."""
+import datetime
+import json
+import os
+import re
+import socket
+import subprocess
 import sys
-import accel
-specs = [sys.argv[1]]
-for spec in ("jax:gpu", "onnxruntime:cuda"):
-    try:
-        accel.get_backend(spec)
-        specs.append(spec)
-    except accel.AccelError:
-        pass
-print(" ".join(f"--backend {s}" for s in specs))
-EOF
-)
-BENCH_DIR="${OUT%.md}-bench"
-step "accel bench ($GPU_BACKENDS)" 420 \
-    "$PYTHON" -m accel.cli.main bench $GPU_BACKENDS --out "$BENCH_DIR" --no-progress --row-budget 120
-[ -s "$BENCH_DIR/bench.md" ] && { printf '\n'; cat "$BENCH_DIR/bench.md"; } >> "$OUT"
 
-{
-    echo
-    echo "## summary"
-    echo
-    if [ ${#FAILED[@]} -eq 0 ]; then echo "every step passed"; else printf -- '- FAILED: %s\n' "${FAILED[@]}"; fi
-    echo "total: ${SECONDS}s"
-} >> "$OUT"
-echo "gpu_check: wrote $OUT (${SECONDS}s)"
-[ ${#FAILED[@]} -eq 0 ]
+out_dir, device, total_s, cpu_run = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+logs = os.path.join(out_dir, "logs")
+
+
+def tail(name, n=25):
+    try:
+        with open(os.path.join(logs, name + ".log"), errors="replace") as f:
+            return f.read().splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def pytest_counts(lines):
+    for line in reversed(lines):
+        found = dict((k, int(v)) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected|xfailed)", line))
+        if found:
+            return found
+    return {}
+
+
+def figures(name, lines):
+    if name in ("cuda-tests", "hf-parity"):
+        return pytest_counts(lines)
+    if name in ("flash-sdpa", "fp8-scaled-mm", "cudagraph-decode", "inductor-decode"):
+        for line in reversed(lines):
+            if line.startswith("{"):
+                return json.loads(line)
+    if name == "conformance":
+        try:
+            report = json.load(open(os.path.join(logs, "conformance.json")))
+        except (OSError, ValueError):
+            return {}
+        rows = report if isinstance(report, list) else report.get("rows", [])
+        counts = {}
+        for r in rows:
+            counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+        fails = [f"{r.get('op')}[{r.get('dtype')}] {r.get('case', r.get('label', ''))}" for r in rows if r.get("status") == "fail"]
+        return {"counts": counts, "failures": fails[:30]}
+    if name == "bench":
+        try:
+            bench = json.load(open(os.path.join(logs, "bench", "bench.json")))
+        except (OSError, ValueError):
+            return {}
+        rows = []
+        for r in bench.get("model", {}).get("rows", []):
+            cells = {label: {k: v for k, v in res.items() if k in ("tokens_per_s", "ratio_to_hf", "pct_of_bandwidth_bound", "skipped")}
+                     for label, res in r.get("results", {}).items()}
+            rows.append({"name": r["name"], "runner": r.get("runner"), "skipped": r.get("skipped"),
+                         "same_tokens_as_hf": r.get("same_tokens_as_hf"), "results": cells})
+        return {"rows": rows, "goals": bench.get("goals", [])}
+    return {}
+
+
+steps = []
+for line in open(os.path.join(logs, "steps.tsv")):
+    name, status, rc, seconds, limit = line.rstrip("\n").split("\t")
+    lines = tail(name)
+    steps.append({"name": name, "status": status, "rc": None if rc == "-" else int(rc), "seconds": int(seconds),
+                  "limit_s": int(limit), "figures": figures(name, tail(name, 400)), "output_tail": lines})
+try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+except OSError:
+    commit = "unknown"
+result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "host": socket.gethostname(), "device": device, "cpu_dry_run": cpu_run, "commit": commit,
+          "total_s": total_s, "passed": all(s["status"] == "pass" for s in steps if s["status"] != "not-run"),
+          "steps": steps}
+json.dump(result, open(os.path.join(out_dir, "results.json"), "w"), indent=1)
+
+md = [f"# accel GPU check: {device}{' (CPU dry run)' if cpu_run else ''}", "",
+      f"{result['date']}, host {result['host']}, commit {commit}, total {total_s} s", "",
+      "| step | status | s (limit) | figures |", "|---|---|---:|---|"]
+for s in steps:
+    f = s["figures"]
+    if s["name"] == "bench":
+        text = f"{len(f.get('rows', []))} rows (below)"
+    elif s["name"] == "conformance":
+        text = json.dumps(f.get("counts", {}))
+    else:
+        text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in f.items()
+                         if k not in ("probe", "device", "output_tail"))
+    md.append(f"| {s['name']} | {s['status']} | {s['seconds']} ({s['limit_s']}) | {text} |")
+bench = next((s["figures"] for s in steps if s["name"] == "bench"), {})
+if bench.get("rows"):
+    labels = sorted({k for r in bench["rows"] for k in r["results"]})
+    md += ["", "## bench (tokens/s, ratio to HF on the same device)", "",
+           "| row | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for r in bench["rows"]:
+        cells = []
+        for label in labels:
+            c = r["results"].get(label, {})
+            cells.append("–" if "tokens_per_s" not in c else
+                         f"{c['tokens_per_s']:.1f}" + (f" ({c['ratio_to_hf']:.2f}×)" if c.get("ratio_to_hf") else ""))
+        md.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+failed = [s for s in steps if s["status"] not in ("pass", "not-run")]
+for s in failed:
+    md += ["", f"## {s['name']}: {s['status']} (exit {s['rc']})", "", "```", *s["output_tail"], "```"]
+open(os.path.join(out_dir, "results.md"), "w").write("\n".join(md) + "\n")
+print(f"gpu_check: {'passed' if result['passed'] else 'FAILED: ' + ', '.join(s['name'] for s in failed)}; "
+      f"wrote {out_dir}/results.json and results.md ({total_s}s)")
+sys.exit(0 if result["passed"] else 1)
+EOF

@@ -54,9 +54,17 @@ class AdamW:
                lr: float | None = None) -> tuple[dict[str, Tensor], AdamState]:
         lr = self.lr if lr is None else float(lr)
         t = state.step + 1
+        step_size = lr / (1.0 - self.beta1 ** t)
+        bias2_sqrt = math.sqrt(1.0 - self.beta2 ** t)
+        new_params, new_m, new_v = self.apply(params, grads, state.m, state.v, step_size=step_size,
+                                              bias2_sqrt=bias2_sqrt, decay=1.0 - lr * self.weight_decay)
+        return new_params, AdamState(t, new_m, new_v)
+
+    def apply(self, params: dict[str, Tensor], grads: dict[str, Tensor], m: dict[str, Tensor],
+              v: dict[str, Tensor], *, step_size, bias2_sqrt, decay) -> tuple[dict, dict, dict]:
+        """The per-parameter update given this step's scalars (Python floats, or 0-d tensors of
+        the parameters' dtype when the step count lives in a compiled graph): (params, m, v)."""
         b1, b2 = self.beta1, self.beta2
-        step_size = lr / (1.0 - b1 ** t)
-        bias2_sqrt = math.sqrt(1.0 - b2 ** t)
         new_params, new_m, new_v = {}, {}, {}
         for name, p in params.items():
             g = grads.get(name)
@@ -65,14 +73,14 @@ class AdamW:
                               hint="pass a gradient for every parameter (zeros if it is frozen)")
             if g.dtype is not p.dtype:
                 g = ops.cast(g, p.dtype)
-            m = ops.add(ops.mul(state.m[name], b1), ops.mul(g, 1.0 - b1))
-            v = ops.add(ops.mul(state.v[name], b2), ops.mul(ops.mul(g, g), 1.0 - b2))
-            denom = ops.add(ops.div(ops.sqrt(v), bias2_sqrt), self.eps)
+            mm = ops.add(ops.mul(m[name], b1), ops.mul(g, 1.0 - b1))
+            vv = ops.add(ops.mul(v[name], b2), ops.mul(ops.mul(g, g), 1.0 - b2))
+            denom = ops.add(ops.div(ops.sqrt(vv), bias2_sqrt), self.eps)
             if self.decays(p):
-                p = ops.mul(p, 1.0 - lr * self.weight_decay)
-            new_params[name] = ops.sub(p, ops.mul(ops.div(m, denom), step_size))
-            new_m[name], new_v[name] = m, v
-        return new_params, AdamState(t, new_m, new_v)
+                p = ops.mul(p, decay)
+            new_params[name] = ops.sub(p, ops.mul(ops.div(mm, denom), step_size))
+            new_m[name], new_v[name] = mm, vv
+        return new_params, new_m, new_v
 
 
 def global_norm(grads: dict[str, Tensor]) -> Tensor:

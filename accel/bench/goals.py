@@ -8,6 +8,8 @@ GOALS = {
     "eager_torch_vs_hf": 1 / 1.1,      # eager torch backend within 1.1x of Hugging Face
     "decode_pct_of_bandwidth": 50.0,   # decode reaches >= 50% of the bandwidth bound
     "dispatch_overhead_us": 1.0,       # <= 1 µs per op
+    "train_compiled_torch_vs_hf": 1.0,  # torch:cpu compiled training step >= HF + torch autograd
+    "train_eager_torch_vs_hf": 0.85,    # torch:cpu eager training step >= 0.85x of it
 }
 
 
@@ -29,6 +31,13 @@ def judge(results: dict) -> list[dict]:
                 share = _best(rows, dtype, label, lambda r: r["mode"] != "hf", "pct_of_bandwidth_bound")
                 out.append(_goal(f"best {label} {dtype} share of the bandwidth bound", share, ">=",
                                  GOALS["decode_pct_of_bandwidth"], "%"))
+    train = [r for r in results.get("train", {}).get("rows", []) if r.get("ratio_to_reference")]
+    if train:
+        for mode, goal in (("compiled", "train_compiled_torch_vs_hf"), ("eager", "train_eager_torch_vs_hf")):
+            found = [(r["ratio_to_reference"], r["name"]) for r in train
+                     if r["mode"] == mode and r["backend"].startswith("torch:")]
+            out.append(_goal(f"training step, best torch {mode} row vs HF + torch autograd",
+                             max(found) if found else (None, None), ">=", GOALS[goal], "x"))
     for backend in sorted({r["backend"] for r in results.get("ops", [])}):
         values = [r["overhead_us"] for r in results["ops"] if r["backend"] == backend and r["size"] == "tiny"
                   and "overhead_us" in r and len(r.get("kernels", [])) == 1]

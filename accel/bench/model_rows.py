@@ -10,6 +10,7 @@ Measurements per row, cheapest first (a row whose warm-up overruns its budget st
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,30 +62,56 @@ def has_graph_compiler(backend) -> bool:
     return type(backend).compile is not Backend.compile
 
 
-def accel_row(config, host: dict, backend, dtype: str, mode: str, settings, ids: dict) -> Row:
+def graph_compilers(backend, settings) -> tuple:
+    """The graph compiler modes to time on a backend that has several (torch: generated code
+    and inductor); (None,) for a backend with one way to compile."""
+    modes = getattr(backend, "graph_compilers", ())
+    chosen = tuple(m for m in settings.graph_compilers if m in modes)
+    return chosen or (None,)
+
+
+@contextlib.contextmanager
+def using_compiler(backend, compiler: str | None):
+    """Graphs traced inside compile with `compiler` (the backend reads it at trace time)."""
+    if compiler is None:
+        yield
+        return
+    before = backend.graph_compiler
+    backend.set_graph_compiler(compiler)
+    try:
+        yield
+    finally:
+        backend.graph_compiler = before
+
+
+def accel_row(config, host: dict, backend, dtype: str, mode: str, settings, ids: dict,
+              compiler: str | None = None) -> Row:
     from accel.models import LlamaModel
 
-    row = Row(f"{backend.spec} {dtype} {mode}", backend.spec, dtype, mode)
+    row = Row(f"{backend.spec} {dtype} {mode}" + (f" ({compiler})" if compiler else ""), backend.spec, dtype, mode)
     target = accel.as_dtype(dtype)
     params = {k: _on(backend, v, target) for k, v in host.items()}
     model = LlamaModel(config, params, backend)
     if mode == "compiled":
         model.compile()
         row.runner = "graph compiler" if has_graph_compiler(backend) else "graph interpreter"
+        row.runner += f": {compiler}" if compiler else ""
     else:
         row.runner = "eager dispatch"
     group = f"model/{row.name}"
+    budget = settings.row_budget_s * (settings.inductor_budget_factor if compiler == "inductor" else 1)
     for label, batch, t, new in measurements(settings):
         prompt = ids[label].tolist()
 
         def run(prompt=prompt, new=new, prefill=label.startswith("prefill")) -> float:
             before = _counts(backend.spec)
-            row.tokens_out[label] = model.generate(prompt, new, stop_at_eos=False)
+            with using_compiler(backend, compiler):
+                row.tokens_out[label] = model.generate(prompt, new, stop_at_eos=False)
             _add_counts(row.counts, before, _counts(backend.spec))
             s = model.last_generation
             return s.prefill_s if prefill else s.decode_s
 
-        row.cases[label] = Case(f"{group}/{label}", run, group, settings.row_budget_s)
+        row.cases[label] = Case(f"{group}/{label}", run, group, budget)
         row.tokens[label] = batch * t if label.startswith("prefill") else batch * (new - 1)
     return row
 
@@ -234,7 +261,8 @@ def build_rows(backends, settings) -> tuple[object, list[Row]]:
                     row.skipped = why
                     rows.append(row)
                     continue
-                rows.append(accel_row(config, host, backend, dtype, mode, settings, ids))
+                for compiler in graph_compilers(backend, settings) if mode == "compiled" else (None,):
+                    rows.append(accel_row(config, host, backend, dtype, mode, settings, ids, compiler))
     return config, rows
 
 

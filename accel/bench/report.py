@@ -130,6 +130,25 @@ def _train(train: dict) -> list[str]:
 
 
 def _ops(ops_rows: list[dict]) -> list[str]:
+    return lines + [""] + _embedding_grad(train.get("embedding_grad", []))
+
+
+def _embedding_grad(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    first = rows[0]
+    lines = [f"### Embedding gradient: {first['tokens']} tokens × dim {first['dim']} into the vocabulary, float32", "",
+             "The one-hot matmul the VJP used to build against the `index_add` scatter-add it uses now. "
+             "Intermediates: bytes beyond the (V, D) result, from the shapes; peak: measured where the "
+             "allocator can be read (numpy: tracemalloc, CUDA: the caching allocator).", "",
+             "| backend | vocab | form | ms | speed-up | intermediates MiB | peak MiB | max |diff| |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ms = f"{1e3 * r['median_s']:.1f}" if "median_s" in r else f"skipped: {r.get('skipped', '?')}"
+        peak = "" if r.get("peak_bytes") is None else f"{r['peak_bytes'] / 2**20:.1f}"
+        diff = r.get("max_abs_diff_between_forms")
+        lines.append(f"| {r['backend']} | {r['vocab']} | {r['form']} | {ms} | {_fmt(r.get('speedup_vs_onehot'), 1)} | "
+                     f"{r['intermediate_bytes'] / 2**20:.0f} | {peak} | {'' if diff is None else f'{diff:.1e}'} |")
     backends = list(dict.fromkeys(r["backend"] for r in ops_rows))
     lines = ["## Op overhead (µs per call: accel eager − the backend's own kernel call)", "",
              "tiny = 4×4 class inputs (the overhead shows); model = 128 tokens of the model's sizes. "

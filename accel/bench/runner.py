@@ -6,7 +6,7 @@ import sys
 import time
 
 import accel
-from accel.bench import machine, model_rows, op_overhead, training
+from accel.bench import machine, model_rows, op_overhead, scatter, training
 from accel.bench.goals import judge
 from accel.bench.timing import interleave
 from accel.core.registry import available_backends
@@ -43,6 +43,10 @@ def run(settings, progress: bool = True, log=None) -> dict:
         out["train"] = {"config": config.to_dict(), "parameters": config.num_parameters(),
                         "batch": settings.train_batch, "seq": settings.train_seq,
                         "rows": training.summarise_train(rows)}
+        log("train: embedding gradient, one-hot matmul vs index_add ...")
+        scatter_rows, scatter_cases = scatter.build_scatter_cases(backends, settings)
+        interleave(scatter_cases, settings.train_repeats, "embedding-grad", progress)
+        out["train"]["embedding_grad"] = scatter.summarise_scatter(scatter_rows)
     if "distributed" in settings.sections:
         from accel.bench import distributed
 

@@ -33,6 +33,8 @@ class BenchSettings:
     decode_tokens: int = 16                 # new tokens per timed decode (the first comes from prefill)
     interpreter_rows: bool = False          # also time "compiled" on backends that only interpret graphs
     row_budget_s: float = 60.0              # a row whose warm-up takes longer is skipped (and says so)
+    graph_compilers: tuple[str, ...] = ("python", "inductor")  # per backend that has several (torch)
+    inductor_budget_factor: float = 10.0    # inductor compiles C++ per signature: a longer warm-up budget
     hf: bool = True                         # the Hugging Face transformers reference rows
     train_model: dict = field(default_factory=lambda: dict(TRAIN_FULL))
     train_batch: int = 8
@@ -40,6 +42,8 @@ class BenchSettings:
     train_repeats: int = 5
     op_calls: int = 1000                    # back-to-back calls per timed batch of a tiny op
     roofline_mb: int = 512                  # bytes of the bandwidth test's source array
+    scatter_tokens: int = 1024              # embedding gradient: tokens scattered into the vocabulary
+    scatter_dim: int = 128
     matmul_n: int = 4096                    # size of the square float32 matmul for the FLOP peak
     seed: int = 0
     quick: bool = False
@@ -50,5 +54,5 @@ class BenchSettings:
         repetitions, float32 only."""
         base = cls(dtypes=("float32",), repeats=3, model=dict(MODEL_QUICK), prompt_lengths=(128,),
                    decode_tokens=8, row_budget_s=15.0, train_model=dict(TRAIN_QUICK), train_batch=4,
-                   train_seq=64, train_repeats=3, op_calls=300, roofline_mb=128, matmul_n=1024, quick=True)
+                   train_seq=64, train_repeats=3, scatter_tokens=256, scatter_dim=64, op_calls=300, roofline_mb=128, matmul_n=1024, quick=True)
         return replace(base, **overrides)

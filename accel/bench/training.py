@@ -1,8 +1,9 @@
 """Training section: tokens/s of one optimizer step (forward, backward, AdamW) per backend.
 
-accel rows run `value_and_grad` of the Llama loss and `AdamW.update` on each backend, eagerly
-and with the loss-and-gradients function compiled (the AdamW update stays eager: its step
-counter is a Python value, so compiling it would retrace every step). The reference row is
+accel rows run `value_and_grad` of the Llama loss and `AdamW.update` on each backend eagerly,
+and the whole step compiled as one graph (`accel.train.compiled_step`: forward, backward and
+the AdamW update with the step count as a tensor, so one trace serves every step); torch gets a
+compiled row per graph compiler (generated code, inductor). The reference row is
 Hugging Face LlamaForCausalLM trained by torch autograd and `torch.optim.AdamW` on the same
 weights and batches. float32 throughout.
 """
@@ -15,9 +16,10 @@ import numpy as np
 import accel
 from accel.bench import hf_reference
 from accel.bench.machine import wait
-from accel.bench.model_rows import has_graph_compiler, host_params
+from accel.bench.model_rows import graph_compilers, has_graph_compiler, host_params, using_compiler
 from accel.bench.timing import Case
 from accel.autodiff.optim import AdamW
+from accel.train.compiled_step import StepConfig, compile_train_step, eager_train_step
 
 
 def _batch(config, batch: int, seq: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,27 +27,31 @@ def _batch(config, batch: int, seq: int, seed: int) -> tuple[np.ndarray, np.ndar
     return windows[:, :-1], windows[:, 1:]
 
 
-def accel_train_case(config, host, backend, mode: str, settings, x_host, y_host) -> Case:
+def accel_train_case(config, host, backend, mode: str, settings, x_host, y_host,
+                     compiler: str | None = None) -> Case:
     from accel.models.llama import causal_lm_loss
 
-    state = {"params": {k: accel.from_numpy(v, backend) for k, v in host.items()}}
+    state = {"params": {k: accel.from_numpy(v, backend) for k, v in host.items()}, "i": 0}
     optimizer = AdamW(lr=1e-4, weight_decay=0.1)
     state["opt"] = optimizer.init(state["params"])
-    grads_of = accel.value_and_grad(causal_lm_loss(config))
     if mode == "compiled":
-        grads_of = accel.compile(grads_of, backend=backend, name="loss_and_grads")
+        run_step = compile_train_step(causal_lm_loss(config), StepConfig(optimizer=optimizer), backend=backend)
+    else:
+        run_step = eager_train_step(causal_lm_loss(config), StepConfig(optimizer=optimizer))
     x, y = accel.from_numpy(x_host, backend), accel.from_numpy(y_host, backend)
 
     def step() -> float:
         start = time.perf_counter()
-        loss, grads = grads_of(state["params"], x, y)
-        state["params"], state["opt"] = optimizer.update(state["params"], grads, state["opt"])
+        with using_compiler(backend, compiler):
+            loss, state["params"], state["opt"] = run_step(state["params"], state["opt"], (x, y), state["i"])
+        state["i"] += 1
         wait(state["params"]["lm_head.weight"])
         float(loss)
         return time.perf_counter() - start
 
-    key = f"train/{backend.spec}/{mode}"
-    return Case(key, step, key, settings.row_budget_s)
+    key = f"train/{backend.spec}/{mode}" + (f"/{compiler}" if compiler else "")
+    budget = settings.row_budget_s * (settings.inductor_budget_factor if compiler == "inductor" else 1)
+    return Case(key, step, key, budget)
 
 
 def torch_train_case(config, host, settings, x_host, y_host) -> Case | str:
@@ -87,11 +93,14 @@ def build_train_cases(backends, settings) -> tuple[list[dict], list[Case]]:
         for mode in settings.modes:
             if mode == "compiled" and not has_graph_compiler(backend) and not settings.interpreter_rows:
                 continue
-            row = {"name": f"{backend.spec} {mode}", "backend": backend.spec, "mode": mode,
-                   "runner": ("graph compiler" if has_graph_compiler(backend) else "graph interpreter")
-                   if mode == "compiled" else "eager dispatch"}
-            row["case"] = accel_train_case(config, host, backend, mode, settings, x, y)
-            rows.append(row)
+            for compiler in graph_compilers(backend, settings) if mode == "compiled" else (None,):
+                runner = ("graph compiler" if has_graph_compiler(backend) else "graph interpreter") \
+                    if mode == "compiled" else "eager dispatch"
+                row = {"name": f"{backend.spec} {mode}" + (f" ({compiler})" if compiler else ""),
+                       "backend": backend.spec, "mode": mode,
+                       "runner": runner + (f": {compiler}" if compiler else "")}
+                row["case"] = accel_train_case(config, host, backend, mode, settings, x, y, compiler)
+                rows.append(row)
     cases = [r["case"] for r in rows if "case" in r]
     tokens = settings.train_batch * settings.train_seq
     for r in rows:

@@ -26,6 +26,9 @@ def register(sub) -> None:
                    help="model dtype (repeatable; default float32 and bfloat16, --quick float32)")
     p.add_argument("--mode", action="append", default=[], choices=("eager", "compiled"),
                    help="eager and/or compiled (default: both)")
+    p.add_argument("--compiler", action="append", default=[], metavar="MODE",
+                   help="graph compiler of compiled rows on a backend that has several (torch: python, "
+                        "inductor; repeatable; default: both)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (median; default 5, quick 3)")
     p.add_argument("--decode-tokens", type=int, default=None, help="new tokens per timed decode")
     p.add_argument("--row-budget", type=float, default=None, metavar="S",
@@ -56,6 +59,8 @@ def run(args) -> int:
         overrides["dtypes"] = tuple(accel.as_dtype(d).name for d in args.dtype)
     if args.mode:
         overrides["modes"] = tuple(dict.fromkeys(args.mode))
+    if args.compiler:
+        overrides["graph_compilers"] = tuple(dict.fromkeys(args.compiler))
     if args.repeats is not None:
         if args.repeats < 1:
             raise accel.AccelError(f"--repeats must be >= 1, got {args.repeats}", hint="use 5 or more for a median")

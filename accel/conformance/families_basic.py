@@ -372,6 +372,23 @@ def gather(op, dtype, params):
                    layouts=shape == (5, 7) and axis == 0)
 
 
+@family("index_add")
+def index_add(op, dtype, params):
+    """Scatter-add with repeated indices (they must accumulate), more indices than rows, an
+    empty index, and the embedding-gradient shape (many tokens into a few rows)."""
+    for shape, n, axis, idx_dtype in (((6, 4), 9, 0, dt.int64), ((3, 5), 4, 1, dt.int32), ((6, 4), 0, 0, dt.int64),
+                                      ((2, 3, 4), 7, -1, dt.int64), ((5, 7), 5, 0, dt.int32),
+                                      ((16, 8), 200, 0, dt.int64)):
+        def build(rng, s=shape, k=n, a=axis, d=idx_dtype):
+            v = Values(rng, dtype)
+            ax = a % len(s)
+            index = rng.integers(0, s[ax], size=k).astype(d.numpy)
+            vshape = tuple(k if i == ax else e for i, e in enumerate(s))
+            return (v.normal(s), index, v.normal(vshape)), {"axis": a}
+        yield Spec(_label(shape=shape, count=n, axis=axis, index_dtype=idx_dtype.name), build,
+                   layouts=shape == (5, 7))
+
+
 @family("index_copy")
 def index_copy(op, dtype, params):
     for shape, n, axis, idx_dtype in (((6, 4), 2, 0, dt.int64), ((3, 5), 3, 1, dt.int32), ((6, 4), 0, 0, dt.int64),

@@ -340,15 +340,29 @@ def _embedding(b, names, specs, attrs, out):
     return _carried(b, specs, names, (0,), lambda x, i: b.op("Gather", [x, i], axis=0), out.dtype)
 
 
+def _scatter_indices(b, index: str, values: str, rank: int, axis: int) -> str:
+    """A 1-d index along `axis` broadcast to the values' shape (what ScatterElements takes)."""
+    shape = [1] * rank
+    shape[axis] = -1
+    return b.op("Expand", [b.op("Reshape", [index, b.ints(shape)]), b.op("Shape", [values])])
+
+
 @lowering(ops.index_copy)
 def _index_copy(b, names, specs, attrs, out):
     x, index, values = names
-    rank, axis = specs[0].ndim, attrs["axis"]
-    shape = [1] * rank
-    shape[axis] = -1
-    indices = b.op("Expand", [b.op("Reshape", [index, b.ints(shape)]), b.op("Shape", [values])])
+    axis = attrs["axis"]
+    indices = _scatter_indices(b, index, values, specs[0].ndim, axis)
     return _carried(b, specs, names, (0, 2), lambda xx, _, vv: b.op(
         "ScatterElements", [xx, indices, vv], axis=axis), out.dtype)
+
+
+@lowering(ops.index_add)
+def _index_add(b, names, specs, attrs, out):
+    x, index, values = names
+    axis = attrs["axis"]
+    indices = _scatter_indices(b, index, values, specs[0].ndim, axis)
+    return _in_f32(b, specs, names, lambda xx, _, vv: b.op(
+        "ScatterElements", [xx, indices, vv], axis=axis, reduction="add"), out.dtype)
 
 
 def _softmax(onnx_op: str) -> Lowering:

@@ -116,6 +116,46 @@ def _index_copy_vjp(g, out, x, index, values, *, axis=0):
     return gx, None, gv
 
 
+def _index_add_infer(x, index, values, *, axis=0):
+    if x.dtype not in INDEX_ADD_DTYPES:
+        raise DTypeError(f"index_add adds: {x.dtype.name} is not a dtype it sums in",
+                         hint=f"use one of {', '.join(d.name for d in INDEX_ADD_DTYPES)}")
+    return _index_copy_infer(x, index, values, axis=axis)  # the same shape and dtype rules
+
+
+def index_add_reference(x, index, values, *, axis=0):
+    """float64 sums (ints exactly in int64), rounded once to x's dtype: duplicates accumulate."""
+    index = np.asarray(index)
+    check_host_indices(index, np.shape(x)[axis], axis=axis)
+    wide = np.float64 if np.asarray(x).dtype.kind == "f" or x.dtype in _LOW_NUMPY else np.int64
+    out = np.array(x, dtype=wide, copy=True)
+    sl = [slice(None)] * out.ndim
+    sl[axis] = index
+    np.add.at(out, tuple(sl), np.asarray(values, dtype=wide))
+    return out.astype(np.asarray(x).dtype)
+
+
+INDEX_ADD_DTYPES = (dt.float64, dt.float32, dt.float16, dt.bfloat16, dt.int32, dt.int64)
+_LOW_NUMPY = (dt.bfloat16.numpy,)
+
+index_add = Op("index_add", kind=PRIMITIVE, inputs=("x", "index", "values"), attrs={"axis": 0},
+               infer=_index_add_infer, reference=index_add_reference, prepare=_prepare_index_copy,
+               dtypes=INDEX_ADD_DTYPES, onnx="ScatterElements", cases={"family": "index_add"},
+               accumulating=True,
+               doc="""A copy of x with values[..., i, ...] added to x[..., index[i], ...] along
+               `axis`; repeated indices accumulate (a scatter-add: torch's index_add, jax's
+               .at[].add, ONNX ScatterElements with reduction="add"). `index` is 1-d in
+               [0, x.shape[axis]) (checked in eager mode). Sums as if in float64 and rounded
+               once; float16/bfloat16 accumulate in float32. The gradient of gather and
+               embedding: tokens x dim work and memory instead of a tokens x vocabulary one-hot.""")
+
+
+@index_add.defvjp
+def _index_add_vjp(g, out, x, index, values, *, axis=0):
+    gv = _ops.gather(g, index, axis) if needs(values) else None
+    return (g if needs(x) else None), None, gv
+
+
 def index_copy_inplace(x: Tensor, index: Tensor, values: Tensor, axis: int = 0) -> Tensor:
     """In-place index_copy on `x` (returns x). See Tensor.index_copy_.
 

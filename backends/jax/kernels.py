@@ -136,6 +136,18 @@ def _index_copy(x, index, values, *, axis=0):
     return x.at[where].set(values)
 
 
+def _index_add(x, index, values, *, axis=0):
+    where = (slice(None),) * axis + (index,)
+    if x.dtype in _LOW:  # float16/bfloat16 sum in float32, rounded once
+        return x.astype(_F32).at[where].add(values.astype(_F32)).astype(x.dtype)
+    return x.at[where].add(values)
+
+
+def _index_add_checked(x, index, values, *, axis=0):
+    check_host_indices(np.asarray(index), x.shape[axis], axis=axis)
+    return _index_add_jitted(x, index, values, axis=axis)
+
+
 def _index_copy_checked(x, index, values, *, axis=0):
     check_host_indices(np.asarray(index), x.shape[axis], axis=axis)
     return _index_copy_jitted(x, index, values, axis=axis)
@@ -182,6 +194,7 @@ KERNELS = {
     ops.slice: basic_slice,
     ops.gather: _gather_checked,
     ops.index_copy: _index_copy,
+    ops.index_add: _index_add,
 }
 
 # Inside jax.jit values are abstract: no host check is possible.
@@ -210,6 +223,7 @@ def _jit(op, kernel):
 _matmul_jitted = jax.jit(_matmul_at, static_argnames="precision")
 _take_checked = jax.jit(_gather_in_bounds, static_argnames="axis")
 _index_copy_jitted = jax.jit(_index_copy, static_argnames="axis")
+_index_add_jitted = jax.jit(_index_add, static_argnames="axis")
 
 
 def _matmul_eager(a, b):
@@ -222,6 +236,7 @@ _EAGER_AS_IS = {
     ops.full: _full, ops.arange: _arange,  # creation: no array input; a NaN fill never hits a cache
     ops.gather: _gather_checked,           # the host check runs first, then _take_checked (jitted)
     ops.index_copy: _index_copy_checked,   # the same for index_copy
+    ops.index_add: _index_add_checked,     # and index_add
     ops.matmul: _matmul_eager,
 }
 EAGER_KERNELS = {op: _EAGER_AS_IS.get(op) or _jit(op, kernel) for op, kernel in KERNELS.items()}

@@ -85,6 +85,17 @@ def _gather(x, indices, *, axis=0):
     return np.take(x, indices, axis=axis)
 
 
+def _index_add(x, index, values, *, axis=0):
+    """Scatter-add: float16/bfloat16 accumulate in float32 and round once; np.add.at sums repeats."""
+    check_host_indices(index, x.shape[axis], axis=axis)
+    wide = np.float32 if x.dtype.itemsize < 4 and x.dtype.kind != "i" else x.dtype
+    out = np.array(x, dtype=wide, copy=True)
+    sl = [slice(None)] * x.ndim
+    sl[axis] = index
+    np.add.at(out, tuple(sl), np.asarray(values, dtype=wide))
+    return out.astype(x.dtype, copy=False)
+
+
 def _index_copy_inplace(x, index, values, *, axis=0):
     check_host_indices(index, x.shape[axis], axis=axis)  # before writing: no partial update
     sl = [slice(None)] * x.ndim
@@ -136,6 +147,7 @@ class NumpyBackend(Backend):
         ops.slice: slice_reference,
         ops.gather: _gather,
         ops.index_copy: _index_copy,
+        ops.index_add: _index_add,
     }
     inplace_kernels = {ops.index_copy: _index_copy_inplace}
 

@@ -397,7 +397,7 @@ def _install() -> None:
 
     # Host memory is this backend's memory: creation needs no session.
     _CREATION.update({op: NumpyBackend.kernels[op] for op in (ops.full, ops.arange)})
-    _INDEX_OPS.extend((ops.gather, ops.embedding, ops.index_copy))
+    _INDEX_OPS.extend((ops.gather, ops.embedding, ops.index_copy, ops.index_add))
     kernels, op_dtypes = {}, {}
     for op in onnx_export.LOWERINGS:
         names = CPU_OP_DTYPES.get(op.name)

@@ -69,6 +69,8 @@ def _samples(op, dtype, ref):
         return (t((5, 3)), idx([[4, 0], [1, 1]])), {}
     if family == "index_copy":
         return (t((4, 3)), idx([2, 0]), t((2, 3))), {"axis": 0}
+    if family == "index_add":
+        return (t((4, 3)), idx([2, 0, 2]), t((3, 3))), {"axis": 0}
     if family == "norm":
         return (t((2, 4)), t((4,)), *((t((4,)),) if case.get("bias") else ())), {}
     if family == "linear":

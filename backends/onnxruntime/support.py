@@ -19,6 +19,7 @@ CPU_OP_DTYPES: dict[str, tuple[str, ...]] = {
     'ge': ('float64', 'float32', 'float16', 'bfloat16', 'float8_e4m3fn', 'float8_e5m2', 'int8', 'int32', 'int64', 'bool'),
     'gelu': ('float32', 'float16', 'bfloat16', 'float8_e4m3fn', 'float8_e5m2'),
     'gt': ('float64', 'float32', 'float16', 'bfloat16', 'float8_e4m3fn', 'float8_e5m2', 'int8', 'int32', 'int64', 'bool'),
+    'index_add': ('float64', 'float32', 'float16', 'bfloat16', 'int32', 'int64'),
     'index_copy': ('float64', 'float32', 'float16', 'bfloat16', 'float8_e4m3fn', 'float8_e5m2', 'int8', 'int32', 'int64', 'bool'),
     'layer_norm': ('float32', 'float16', 'bfloat16', 'float8_e4m3fn', 'float8_e5m2'),
     'le': ('float64', 'float32', 'float16', 'bfloat16', 'float8_e4m3fn', 'float8_e5m2', 'int8', 'int32', 'int64', 'bool'),

@@ -42,7 +42,8 @@ def attention(q, k, v, mask=None, *, causal=False, scale=None):
     if extra is None:  # pragma: no cover - torch < 2.5 has no enable_gqa
         k, v, extra = k.repeat_interleave(hq // hk, dim=1), v.repeat_interleave(hq // hk, dim=1), {}
     allowed = mask
-    if allowed is not None and on_cpu and not causal:
+    # the prefix check reads the mask on the host: not while torch.compile traces (graph break)
+    if allowed is not None and on_cpu and not causal and not torch.compiler.is_compiling():
         n = causal_prefix(allowed, t, s)
         if n is not None:  # keys [0, n), query i sees keys j <= n - t + i: no empty row
             k, v = k[:, :, :n], v[:, :, :n]

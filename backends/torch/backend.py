@@ -24,6 +24,7 @@ from accel.core.errors import BackendError, DTypeError
 try:
     import torch
 
+    from accel.backends.torch import graph as G
     from accel.backends.torch import kernels as K
     _IMPORT_ERROR: BaseException | None = None
 except Exception as exc:  # pragma: no cover - reported by probe(), never raised at import
@@ -226,6 +227,24 @@ class TorchBackend(Backend):
             t = t.to(self.torch_device)
         self.dtype_of(t)
         return t
+
+    # --- graphs (backends/torch/graph.py) ---------------------------------------------------
+    graph_compilers = G.MODES if torch is not None else ()  # what set_graph_compiler takes
+    graph_compiler: str | None = None   # None: ACCEL_TORCH_COMPILE, else "python"
+    cuda_graphs: bool = True            # replay repeated graphs as CUDA graphs (CUDA only)
+
+    def set_graph_compiler(self, mode: str | None = None, *, cuda_graphs: bool | None = None) -> None:
+        """How `accel.compile` runs graphs on this device from now on: "python" (generated torch
+        code) or "inductor" (that code through torch.compile); None restores the default
+        (ACCEL_TORCH_COMPILE, else "python"). Graphs already compiled keep their mode."""
+        self.graph_compiler = None if mode is None else G.check_mode(mode)
+        if cuda_graphs is not None:
+            self.cuda_graphs = cuda_graphs
+
+    def compile(self, graph):
+        mode = self.graph_compiler or G.mode_from_env()
+        cuda_graphs = self.cuda_graphs and os.environ.get("ACCEL_TORCH_CUDA_GRAPHS", "1") != "0"
+        return G.compile_graph(self, graph, mode, cuda_graphs)
 
     # --- device facts (DeepSpeed accelerator style) -----------------------------------------
     def torch_view(self, native):

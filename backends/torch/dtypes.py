@@ -76,7 +76,11 @@ def _f64_to_f32_round_to_odd(x: torch.Tensor) -> torch.Tensor:
 
 
 def cast(x, *, dtype, saturate=False):
-    target = TORCH_DTYPES[dtype]
+    return cast_to(x, TORCH_DTYPES[dtype], saturate)
+
+
+def cast_to(x, target: torch.dtype, saturate: bool = False):
+    """`cast` to a torch dtype (what compiled graphs call: no accel dtype object to look up)."""
     if not x.is_floating_point():
         if x.dtype == target:
             return x.clone()

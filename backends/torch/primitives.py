@@ -172,6 +172,18 @@ def index_copy(x, index, values, *, axis=0):
     return out
 
 
+def index_add(x, index, values, *, axis=0):
+    """Scatter-add (repeats accumulate); float16/bfloat16 sum in float32 and round once."""
+    idx = _checked_index(index, x.shape[axis], axis)
+    return index_add_unchecked(x, idx, values, axis=axis)
+
+
+def index_add_unchecked(x, index, values, *, axis=0):
+    if x.dtype in _HALF:
+        return x.to(F32).index_add_(axis, index, values.to(F32)).to(x.dtype)
+    return x.index_add(axis, index.to(torch.int64), values)
+
+
 # --- the table ------------------------------------------------------------------------------
 PRIMITIVE_KERNELS = {
     ops.cast: cast,
@@ -207,6 +219,7 @@ PRIMITIVE_KERNELS = {
     ops.slice: basic_slice,
     ops.gather: gather,
     ops.index_copy: index_copy,
+    ops.index_add: index_add,
     # composites torch has one call for: saves the decomposition's extra dispatches
     ops.rsqrt: _math_unary(torch.rsqrt),
     ops.silu: _math_unary(F.silu),

@@ -73,6 +73,7 @@ CASES = [
     ("getitem", lambda x: x[1:, None, ::2], [normal(3, 5)], {"slice", "reshape"}),
     ("gather-dup", lambda x, i: ops.gather(x, i, 1), [normal(2, 5, 3), np.array([[4, 0], [4, 4]])], {"gather"}),
     ("index_copy", lambda x, i, v: ops.index_copy(x, i, v, 1), [normal(2, 5), np.array([3, 0]), normal(2, 2)], {"index_copy"}),
+    ("index_add", lambda x, i, v: ops.index_add(x, i, v, 1), [normal(2, 5), np.array([3, 0, 3]), normal(2, 3)], {"index_add"}),
     # to the input's own dtype: float64 on the reference, whatever the chip runs elsewhere
     ("cast-roundtrip", lambda x: ops.cast(ops.cast(x, x.dtype), x.dtype) * 3.0, [normal(3)], {"cast"}),
     ("softmax", lambda x: ops.softmax(x, -1), [normal(3, 5)], {"softmax"}),
