@@ -161,3 +161,35 @@ broadcast = Op(
     reference=lambda x, *, src=0: broadcast_reference([x], 0, src=src), exact=True,
     decompose=_implementation("broadcast", _broadcast_infer), dtypes=dt.ALL_DTYPES, cases=_FAMILY,
     doc="Rank `src`'s `x` on every rank (same shape and dtype on every rank).")
+
+
+# --- gradients (SPMD: the loss is the sum of every rank's local loss, as in Megatron-LM) --------
+@all_reduce.defvjp
+def _all_reduce_vjp(g, out, x, *, op="sum"):
+    if op == "max":
+        raise OpError("all_reduce(op='max') has no gradient here",
+                      hint="reduce with op='sum' or 'mean', or stop the gradient before the max")
+    return (all_reduce(g, op=op),)  # d(sum_r x_r)/dx_r = 1 for every rank's cotangent
+
+
+@reduce_scatter.defvjp
+def _reduce_scatter_vjp(g, out, x, *, op="sum"):
+    from accel.ops.elementwise import mul
+
+    gathered = all_gather(g)  # each rank's slice of the cotangent flows back to every input
+    return (gathered if op == "sum" else mul(gathered, 1.0 / _world_size()),)
+
+
+@all_gather.defvjp
+def _all_gather_vjp(g, out, x):
+    return (reduce_scatter(g, op="sum"),)  # rank r's input appears in every rank's output
+
+
+@broadcast.defvjp
+def _broadcast_vjp(g, out, x, *, src=0):
+    from accel.ops.elementwise import mul
+
+    total = all_reduce(g, op="sum")  # every rank's output is rank src's input
+    engine = ENGINE.engine
+    rank = 0 if engine is None else engine.rank
+    return (total if rank == src else mul(total, 0.0),)

@@ -50,6 +50,8 @@ def scenario(own_backend: str) -> dict:
     out["input_after"] = x.numpy().tolist()  # the input must be left as it was
     out["stats"] = dist.collective_stats.snapshot()
 
+    out["grads"] = _gradients(info.rank, own_backend)
+
     try:  # rank 1 was given another config
         dist.check_agreement("model config", "dim=64" if info.rank != 1 else "dim=32")
         out["agreement"] = None
@@ -85,6 +87,35 @@ def scenario(own_backend: str) -> dict:
     clock.append(("end", time.time()))
     out["clock"] = [(k, round(t - clock[0][1], 2)) for k, t in clock]
     return out
+
+
+def _grad_weights(rank: int):
+    """Per-rank weights of the local losses (the test recomputes them for its reference)."""
+    import numpy as np
+
+    return {"all_gather": np.arange(18, dtype=np.float32).reshape(9, 2) + 100 * rank,
+            "reduce_scatter": np.arange(4, dtype=np.float32).reshape(2, 2) + rank + 1}
+
+
+def _gradients(rank: int, backend: str) -> dict:
+    """accel.grad through each collective; the global loss is the sum of the ranks' losses."""
+    import numpy as np
+
+    import accel
+    from accel import ops
+
+    w = {k: accel.tensor(v, backend=backend) for k, v in _grad_weights(rank).items()}
+    c = float(rank + 1)
+    x = accel.tensor(np.arange(6, dtype=np.float32).reshape(3, 2) * c, backend=backend)
+    x6 = accel.tensor(np.arange(12, dtype=np.float32).reshape(6, 2) * c, backend=backend)
+    losses = {
+        "all_reduce": (lambda t: ops.sum(ops.mul(ops.all_reduce(t, op="sum"), c)), x),
+        "all_reduce_mean": (lambda t: ops.sum(ops.mul(ops.all_reduce(t, op="mean"), c)), x),
+        "all_gather": (lambda t: ops.sum(ops.mul(ops.all_gather(t), w["all_gather"])), x),
+        "reduce_scatter": (lambda t: ops.sum(ops.mul(ops.reduce_scatter(t), w["reduce_scatter"])), x6),
+        "broadcast": (lambda t: ops.sum(ops.mul(ops.broadcast(t, src=1), c)), x),
+    }
+    return {name: accel.grad(fn)(arg).numpy().tolist() for name, (fn, arg) in losses.items()}
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +192,22 @@ def test_checked_mode_names_a_rank_calling_another_shape(ranks):
             assert "rank 1 calls all_gather(float32[3, 2]) but rank(s) 0, 2 call" in message, message
         else:
             assert f"rank {r} calls all_gather(float32[4, 2]) but rank(s) 1 call rank 1: all_gather(float32[3, 2])" in message, message
+
+
+def test_gradients_through_collectives(ranks):
+    """d(sum over ranks of each rank's loss)/d(this rank's input), worked out in numpy."""
+    import numpy as np
+
+    ones = np.ones((3, 2))
+    c_total = 1 + 2 + 3
+    weights = [_grad_weights(r) for r in range(3)]
+    for r, result in enumerate(ranks):
+        g = {k: np.array(v) for k, v in result["grads"].items()}
+        np.testing.assert_allclose(g["all_reduce"], c_total * ones)
+        np.testing.assert_allclose(g["all_reduce_mean"], c_total / 3 * ones)
+        np.testing.assert_allclose(g["all_gather"], sum(w["all_gather"][3 * r:3 * r + 3] for w in weights))
+        np.testing.assert_allclose(g["reduce_scatter"], np.concatenate([w["reduce_scatter"] for w in weights]))
+        np.testing.assert_allclose(g["broadcast"], (c_total if r == 1 else 0) * ones)
 
 
 def test_rank_that_never_joins_is_named_on_timeout(ranks):
