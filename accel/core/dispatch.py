@@ -193,12 +193,6 @@ def resolve(backend, op: Op) -> Callable:
     return entry
 
 
-def _natives(op: Op, args: tuple) -> list:
-    if op.variadic:
-        return [[t.data for t in args[0]], *[a.data if a is not None else None for a in args[1:]]]
-    return [a.data if a is not None else None for a in args]
-
-
 def kernel_attrs(op: Op, attrs: dict, backend) -> dict:
     """The attributes a kernel receives: the `backend` attribute is the dispatcher's, and a
     creation kernel (an op without tensor inputs) gets the instance's `device` to place on."""

@@ -130,12 +130,3 @@ def result_type_with_scalar(tensor_dtype: DType, scalar) -> DType:
     if isinstance(scalar, int):
         return int64 if tensor_dtype.kind == "b" else tensor_dtype
     return float32
-
-
-def default_dtype_for(value) -> DType:
-    """dtype of `accel.tensor(value)` when none is given: float32, int64 or bool."""
-    if isinstance(value, bool):
-        return bool_
-    if isinstance(value, int):
-        return int64
-    return float32

@@ -61,12 +61,6 @@ def require_float(x, what: str = "input") -> None:
                          hint="cast it first, e.g. accel.ops.cast(x, accel.float32)")
 
 
-def require_dtype_in(x, allowed, what: str = "input") -> None:
-    if x.dtype not in allowed:
-        raise DTypeError(f"{what} has dtype {x.dtype.name}; accepted: {', '.join(d.name for d in allowed)}",
-                         hint=f"cast it to one of: {', '.join(d.name for d in allowed)}")
-
-
 def require_same_dtype(*xs) -> DType:
     first = xs[0].dtype
     for x in xs[1:]:
