@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from accel.core import dtypes as dt
+from accel.core import dispatch, dtypes as dt
 from accel.core.errors import CollectiveError
 from accel.core.tensor import Tensor
 
@@ -226,9 +226,7 @@ class Engine:
         with self._lock:
             self.seq += 1
             seq = self.seq
-        from accel.core.dispatch import mode
-
-        if mode.checked:
+        if dispatch.mode.checked:
             self.check_same_call(name, x, attrs, seq)
         begin = time.perf_counter()
         bounded = self.call_timeout_s is not None
@@ -358,10 +356,9 @@ def _bytes(t):
 
 
 def _upcast(x: Tensor, name: str, comm: str) -> Tensor:
-    from accel.core.dispatch import stats as dispatch_stats
     from accel.ops import cast
 
-    dispatch_stats.warn_once((x.backend.spec, name, "collective-upcast", x.dtype.name),
+    dispatch.stats.warn_once((x.backend.spec, name, "collective-upcast", x.dtype.name),
                              f"accel: {name} of {x.dtype.name} on {comm} reduces in float32 "
                              f"(no {comm} reduction in {x.dtype.name}); the result is rounded once")
     return cast(x, dt.float32)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from accel.core.errors import DistributedError
@@ -54,7 +54,6 @@ class _State:
     fleet: tuple[str, ...] = ()      # every rank's accel backend spec, in rank order
     owns_default: bool = False       # we called init_process_group, so shutdown destroys it
     timeout_s: float = 300.0
-    extra: dict = field(default_factory=dict)
 
 
 STATE = _State()
