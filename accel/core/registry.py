@@ -122,6 +122,10 @@ def available_backends() -> dict[str, BackendStatus]:
     """Every installed plugin: available (with devices) or unavailable and why."""
     out = {}
     for name, cls in sorted(_load_classes().items()):
+        if isinstance(cls, BackendError):  # it imported, but breaks the backend contract
+            message = str(cls.args[0]).split("\nHINT:")[0]
+            out[name] = BackendStatus(name, False, f"plugin rejected: {message}", (), cls.hint or "")
+            continue
         if isinstance(cls, BaseException):
             out[name] = BackendStatus(name, False, f"plugin failed to import: {cls!r}", ())
             continue
@@ -139,6 +143,8 @@ def backend_class(name: str) -> type[Backend]:
             hint="pick an installed backend (see `accel info`), or install its plugin, "
                  "e.g. `pip install 'accel-layer[torch]'`, `[jax]` or `[onnx]`",
         )
+    if isinstance(cls, BackendError):
+        raise cls  # the contract check's own words: what to change
     if isinstance(cls, BaseException):
         raise BackendError(f"backend {name!r} failed to import: {cls!r}",
                            hint="reinstall the plugin's package or check its dependencies")
