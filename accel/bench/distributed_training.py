@@ -1,8 +1,9 @@
 """Data-parallel training throughput for `accel bench --section distributed`: `accel train` on 1
 and 2 ranks (gloo) with the same global batch, per backend, each in a fresh process (2 ranks
 through `accel train --nproc-per-node 2`, i.e. torchrun). Figures come from each run's
-training.json: tokens/s over the timed steps (start-up excluded) and the share of rank 0's step
-time spent waiting for the gradient all-reduce and the loss gather."""
+training.json: tokens/s over the time spent in training steps (start-up, evaluation and
+checkpoint writes excluded) and the share of that time rank 0 spent waiting for the gradient
+all-reduce and the loss gather."""
 from __future__ import annotations
 
 import json
@@ -29,8 +30,8 @@ def _run(backend: str, ranks: int, steps: int, seed: int, extra: list[str]) -> d
             return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
         with open(os.path.join(out, "training.json")) as f:
             summary = json.load(f)
-    return {"tokens_per_s": summary["tokens_per_s"], "seconds": summary["seconds"],
-            "comm_share": summary["comm_seconds"] / max(summary["seconds"], 1e-9),
+    return {"tokens_per_s": summary["tokens_per_s"], "step_seconds": summary["step_seconds"],
+            "comm_share": summary["comm_seconds"] / max(summary["step_seconds"], 1e-9),
             "optimizer_bytes_per_rank": summary["optimizer_bytes_per_rank"]}
 
 

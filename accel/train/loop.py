@@ -115,6 +115,7 @@ class TrainResult:
     spike_state: dict = field(default_factory=dict)              # the running average, for a resume
     optimizer_bytes: int = 0                                     # AdamW state held by one rank
     comm_seconds: float = 0.0                                    # rank 0's wait for reductions
+    step_seconds: float = 0.0                                    # in train_step (no eval, no saves)
     checkpoint: str | None = None
     seconds: float = 0.0
     tokens: int = 0
@@ -210,7 +211,9 @@ def train(loss_fn: Callable, params: dict, data: TokenData, cfg: TrainConfig, ba
     while state.step < cfg.steps:
         step = state.step
         try:
+            step_started = time.perf_counter()
             state, report = trainer.train_step(state)
+            result.step_seconds += time.perf_counter() - step_started
         except DeviceError as exc:
             first = str(exc).splitlines()[0]
             raise DeviceError(f"device fault at step {step + 1} of {cfg.steps} on {backend.spec}: {first}",

@@ -4,7 +4,7 @@ device fault (issue 14's training items). Kills and faults are caused for real: 
 SIGKILLed at a chosen point of the save, the simulated NPU's injected device fault."""
 from __future__ import annotations
 
-import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -25,11 +25,30 @@ FAST = [*BASE, "--warmup", "0", "--eval-every", "0"]
 
 
 def cli(*argv, env=None):
-    """Run `accel train` in a fresh process: (returncode, stderr)."""
-    done = subprocess.run([sys.executable, "-m", "accel.cli.main", "train", *FAST, *map(str, argv)],
+    """Run `accel train` in a fresh interpreter: (returncode, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "accel", "train", *FAST, *map(str, argv)],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     return done.returncode, done.stderr
+
+
+def forked(*argv, env=None) -> int:
+    """Run `accel train` in a child process forked from this one (backends already imported, so
+    it starts at once); returns its exit code, -9 when it was SIGKILLed."""
+    child = multiprocessing.get_context("fork").Process(target=_child, args=(list(map(str, argv)), env or {}))
+    child.start()
+    child.join(300)
+    return child.exitcode
+
+
+def _child(argv, env):
+    os.environ.update(env)
+    code = main(["train", *FAST, *argv])
+    os._exit(code)
+
+
+def resume(out, *extra) -> int:
+    return main(["train", "--resume", str(out), "--no-progress", *map(str, extra)])
 
 
 def refused(capsys, *argv) -> str:
@@ -133,43 +152,42 @@ def _losses(out):
 
 def test_sigkill_between_checkpoint_and_latest_pointer(tmp_path):
     straight, out = tmp_path / "straight", tmp_path / "run"
-    assert cli("--backend", "numpy", "--steps", 6, "--out", straight)[0] == 0
-    code, _ = cli("--backend", "numpy", "--steps", 6, "--save-every", 2, "--out", out,
+    assert main(["train", *FAST, "--backend", "numpy", "--steps", "6", "--out", str(straight)]) == 0
+    code = forked("--backend", "numpy", "--steps", 6, "--save-every", 2, "--out", out,
                   env={"ACCEL_TRAIN_CRASH": "before-latest:4"})
     assert code == -signal.SIGKILL
     assert (out / "latest").read_text().strip() == "checkpoint-000002"   # the pointer lags behind
     assert find_checkpoint(str(out)).endswith("checkpoint-000004")      # the scan does not
-    code, err = cli("--resume", out)
-    assert code == 0, err
+    assert resume(out) == 0
     assert history(out)["resumed_from"]["step"] == 4
     np.testing.assert_allclose(_losses(out), _losses(straight), rtol=0, atol=1e-6)
 
 
-def test_sigkill_in_the_middle_of_a_save_and_a_dangling_latest(tmp_path):
+def test_sigkill_in_the_middle_of_a_save_and_a_dangling_latest(tmp_path, capsys):
     out = tmp_path / "run"
-    code, _ = cli("--backend", "numpy", "--steps", 6, "--save-every", 2, "--out", out,
+    code = forked("--backend", "numpy", "--steps", 6, "--save-every", 2, "--out", out,
                   env={"ACCEL_TRAIN_CRASH": "mid-save:4"})
     assert code == -signal.SIGKILL
     assert [n for n in os.listdir(out) if n.startswith(".checkpoint-000004")]   # the half-written save
     (out / "latest").write_text("checkpoint-000099\n")                         # and a pointer to nothing
-    code, err = cli("--resume", out)
-    assert code == 0, err
-    assert "left behind by a save that was interrupted" in err
+    capsys.readouterr()
+    assert resume(out) == 0
+    assert "left behind by a save that was interrupted" in capsys.readouterr().err
     assert not [n for n in os.listdir(out) if n.startswith(".")]
     assert history(out)["resumed_from"]["step"] == 2 and len(_losses(out)) == 6
 
 
 def test_a_device_fault_names_the_step_and_the_resume_command(tmp_path):
     out = tmp_path / "run"
-    # the simulated NPU fails at its 3000th kernel launch: step 4 of 6 of this tiny model
+    # a fresh process, so the simulated NPU reads its fault plan: it fails at its 3000th kernel
+    # launch, in step 4 of 6 of this tiny model
     code, err = cli("--backend", "npusim", "--steps", 6, "--save-every", 1, "--out", out,
                     env={"ACCEL_NPUSIM_FAULT_AT": "3000"})
     assert code == 1 and "Traceback" not in err
     line = [ln for ln in err.splitlines() if ln.startswith("accel: error:")][0]
     assert "device fault at step 4 of 6 on npusim" in line
     assert f"resume with: accel train --resume {out}" in err
-    code, err = cli("--resume", out)
-    assert code == 0, err
+    assert resume(out) == 0
     summary = history(out)
     assert summary["backend"].startswith("npusim") and len(summary["history"]["losses"]) == 6
 
