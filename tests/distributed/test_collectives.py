@@ -69,10 +69,28 @@ def scenario(own_backend: str) -> dict:
     finally:
         accel.set_checked(False)
 
-    # last: rank 2 never joins an all_reduce; the others must say so within the bound
+    # last: rank 2 never joins an all_reduce; the others must say so. First on a group whose own
+    # torch.distributed timeout is 2 s (what init(timeout_s=...) sets on the data group) ...
+    import datetime
+
+    import torch.distributed as tdist
     from torch.distributed import distributed_c10d
 
+    from accel.distributed.engine import Engine
+
     store = distributed_c10d._get_default_store()
+    short = tdist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=2))
+    if info.rank == 2:
+        store.wait(["c1-test/group-timeout-reported/0", "c1-test/group-timeout-reported/1"])
+        out["group_timeout"] = None
+    else:
+        try:
+            Engine(short, "gloo", info.rank, 3, 2.0)("all_reduce", x, {"op": "sum"})
+            out["group_timeout"] = "no error"
+        except CollectiveError as exc:
+            out["group_timeout"] = str(exc)
+        store.set(f"c1-test/group-timeout-reported/{info.rank}", "1")
+    # ... then with a per-call bound (collective_timeout) on the job's own data group
     if info.rank == 2:
         store.wait(["c1-test/timeout-reported/0", "c1-test/timeout-reported/1"])
         out["timeout"] = None
@@ -212,6 +230,9 @@ def test_gradients_through_collectives(ranks):
 
 def test_rank_that_never_joins_is_named_on_timeout(ranks):
     for r in (0, 1):
+        message = ranks[r]["group_timeout"]
+        assert "all_reduce (collective #1) of float32[4, 2]" in message, message
+        assert "timed out after 2 s" in message and "rank(s) 2 never reached it" in message, message
         message = ranks[r]["timeout"]
         assert "all_reduce (collective #" in message and "timed out after 2 s" in message, message
         assert f"on rank {r} of 3" in message and "rank(s) 2 never reached it" in message, message
