@@ -27,7 +27,9 @@ for _info in pkgutil.iter_modules(__path__):
     if not _info.name.startswith("_"):
         globals().update(_public_names(importlib.import_module(f"{__name__}.{_info.name}")))
 
-ALL_OPS: tuple[Op, ...] = tuple(op for op in REGISTRY.values() if op.module.startswith(__name__ + "."))
+# By name: the same order whichever module happened to import an op first.
+ALL_OPS: tuple[Op, ...] = tuple(sorted((op for op in REGISTRY.values() if op.module.startswith(__name__ + ".")),
+                                       key=lambda op: op.name))
 PRIMITIVES: tuple[Op, ...] = tuple(op for op in ALL_OPS if op.is_primitive)
 COMPOSITES: tuple[Op, ...] = tuple(op for op in ALL_OPS if not op.is_primitive)
 BY_NAME: dict[str, Op] = {op.name: op for op in ALL_OPS}
