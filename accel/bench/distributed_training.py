@@ -3,7 +3,10 @@ and 2 ranks (gloo) with the same global batch, per backend, each in a fresh proc
 through `accel train --nproc-per-node 2`, i.e. torchrun). Figures come from each run's
 training.json: tokens/s over the time spent in training steps (start-up, evaluation and
 checkpoint writes excluded) and the share of that time rank 0 spent waiting for the gradient
-all-reduce and the loss gather."""
+all-reduce and the loss gather. On a host shared with other jobs the wall figures measure the
+share of the CPU a job gets as much as its speed (the scheduler gives a 2-process job two
+shares), so each row also has tokens per CPU-second of all ranks together (rank 0's process CPU
+time in training steps × ranks): the cost of the same work on 1 and on 2 ranks."""
 from __future__ import annotations
 
 import json
@@ -32,6 +35,7 @@ def _run(backend: str, ranks: int, steps: int, seed: int, extra: list[str]) -> d
             summary = json.load(f)
     return {"tokens_per_s": summary["tokens_per_s"], "step_seconds": summary["step_seconds"],
             "comm_share": summary["comm_seconds"] / max(summary["step_seconds"], 1e-9),
+            "tokens_per_cpu_s": summary["tokens"] / max(summary["step_cpu_seconds"] * ranks, 1e-9),
             "optimizer_bytes_per_rank": summary["optimizer_bytes_per_rank"]}
 
 

@@ -349,7 +349,7 @@ def train_from_args(args):
         _write_model_dir(out, params, files, args.save_dtype)
         summary = {**state_of(cfg.steps, result), "seconds": result.seconds, "tokens": result.tokens,
                    "tokens_per_s": result.tokens / max(result.step_seconds, 1e-9),
-                   "step_seconds": result.step_seconds,
+                   "step_seconds": result.step_seconds, "step_cpu_seconds": result.step_cpu_seconds,
                    "parameters": config.num_parameters(), "optimizer_bytes_per_rank": result.optimizer_bytes,
                    "comm_seconds": result.comm_seconds}
         _atomic_write_text(os.path.join(out, "training.json"), json.dumps(summary, indent=1))

@@ -116,6 +116,7 @@ class TrainResult:
     optimizer_bytes: int = 0                                     # AdamW state held by one rank
     comm_seconds: float = 0.0                                    # rank 0's wait for reductions
     step_seconds: float = 0.0                                    # in train_step (no eval, no saves)
+    step_cpu_seconds: float = 0.0                                # rank 0's CPU time in train_step
     checkpoint: str | None = None
     seconds: float = 0.0
     tokens: int = 0
@@ -211,9 +212,10 @@ def train(loss_fn: Callable, params: dict, data: TokenData, cfg: TrainConfig, ba
     while state.step < cfg.steps:
         step = state.step
         try:
-            step_started = time.perf_counter()
+            step_started, cpu_started = time.perf_counter(), time.process_time()
             state, report = trainer.train_step(state)
             result.step_seconds += time.perf_counter() - step_started
+            result.step_cpu_seconds += time.process_time() - cpu_started
         except DeviceError as exc:
             first = str(exc).splitlines()[0]
             raise DeviceError(f"device fault at step {step + 1} of {cfg.steps} on {backend.spec}: {first}",
