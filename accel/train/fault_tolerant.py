@@ -112,6 +112,11 @@ def apply_update(optimizer, state: ReplicaState, reduced: np.ndarray, layout: Fl
     return ReplicaState(params, opt, step + 1, (step + 1) * plan.global_batch, state.seed)
 
 
+def _cause(error) -> str:
+    """The first line of what failed a step (torchft wraps it with its traceback)."""
+    return str(getattr(error, "original_exception", error) or "a peer failed").splitlines()[0][:300]
+
+
 def _marker(out: str, name: str) -> str:
     return os.path.join(ft_dir(out), name)
 
@@ -185,8 +190,15 @@ def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend,
             step = manager.current_step()
             n, rank = manager.num_participants(), manager.participating_rank()
             if step != before:
+                healed = holder["state"]
+                if manager.errored() is None and (healed.step, healed.samples) != (step, step * plan.global_batch):
+                    manager.report_error(RuntimeError(  # a peer's state that disagrees with its step
+                        f"healed to step {healed.step} / cursor {healed.samples}, the quorum is at step {step}"))
                 events.emit("heal", from_step=before, to_step=step, seconds=time.perf_counter() - t0,
                             ok=manager.errored() is None)
+            if step == before and manager.errored() is not None:  # e.g. a heal whose sender died
+                events.emit("quorum_failed", step=step, cause=_cause(manager.errored()),
+                            detected_after=time.perf_counter() - t0)
             if n != seen_participants:
                 events.emit("quorum", step=step, participants=n, rank=rank,
                             since_last_commit=time.perf_counter() - last_commit)
@@ -197,7 +209,7 @@ def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend,
                 events.emit("orphan", reason="the job finished before this replica joined")
                 break
             state = holder["state"]
-            ids = plan.samples(step, n, rank if rank is not None else 0)
+            ids = plan.samples(step, n, rank) if rank is not None else range(0)  # not participating
             try:
                 vector, state = failover.run(
                     lambda s: local_gradient(loss_and_grad, s, data, ids, plan, n, cfg, layout, failover.backend),
@@ -214,10 +226,8 @@ def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend,
             committed = manager.should_commit()
             now = time.perf_counter()
             if not committed:
-                error = manager.errored()
-                cause = str(getattr(error, "original_exception", error) or "a peer failed").splitlines()[0]
                 result.steps_redone += 1
-                events.emit("step_aborted", step=step, participants=n, cause=cause[:300],
+                events.emit("step_aborted", step=step, participants=n, cause=_cause(manager.errored()),
                             detected_after=now - t0)
                 continue
             loss = float(buf[-1])

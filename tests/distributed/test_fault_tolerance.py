@@ -113,46 +113,71 @@ def test_sigkill_during_allreduce_restarts_heals_and_matches_fault_free(tmp_path
 
 @pytest.mark.slow
 def test_sigkill_of_the_healing_source_during_state_transfer(tmp_path):
-    """Replica 1 dies at step 4; when its restart asks to heal, the replica sending the state is
-    killed mid-transfer: the heal fails, the step is redone, and the restart heals from the third."""
-    out, steps, batch = str(tmp_path / "run"), 12, 6
-    proc = start_job(out, 3, steps, batch, "--ft-min-replicas", "2", "--ft-timeout", "5",
-                     env={"ACCEL_FT_PAUSE": "point=send_state,step=6,seconds=20"})
-    wait_for(lambda: len(committed(out)) >= 3, 120, "first steps", proc)
-    os.kill(live_pid(out, "1"), signal.SIGKILL)
-    paused = wait_for(lambda: [e for e in events(out) if e["kind"] == "paused"], 120, "a paused sender", proc)
-    os.kill(paused[0]["pid"], signal.SIGKILL)
+    """Replica 1 dies in the all-reduce of step 3; when its restart heals, the replica sending it
+    the state is killed mid-transfer: the heal fails, the step is redone, torchrun restarts the
+    sender too, and both heal from the third (--ft-min-replicas 3: nothing commits meanwhile)."""
+    out, steps, batch = str(tmp_path / "run"), 8, 6
+    proc = start_job(out, 3, steps, batch, "--ft-min-replicas", "3", "--ft-timeout", "5", env={
+        "ACCEL_FT_PAUSE": "replica=1,point=allreduce,step=3,seconds=60,life=0;"
+                          "point=send_state,step=3,seconds=60,life=0"})
+    first = wait_for(lambda: [e for e in events(out) if e["kind"] == "paused"], 120, "step 3", proc)[0]
+    os.kill(first["pid"], signal.SIGKILL)
+    sender = wait_for(lambda: [e for e in events(out) if e["kind"] == "paused" and e["point"] == "send_state"],
+                      120, "a paused sender", proc)[0]
+    os.kill(sender["pid"], signal.SIGKILL)
     record = finish(proc, out)
     ft = record["fault_tolerance"]
     assert ft["committed_steps"] == steps and check_exactly_once(ft, steps, batch) == []
     assert ft["restarts"] == 2
+    assert any(e["kind"] == "quorum_failed" and e["replica"] == "1" for e in events(out))  # the broken heal
+    assert {h["replica"] for h in ft["heals"] if h["ok"] and h["to_step"] == 3} >= {"1", sender["replica"]}
+    assert_bitwise_equal_replicas(out, 3)
     losses, _ = replay(record, steps, batch, 3)
     assert record["history"]["losses"] == losses
-    assert_bitwise_equal_replicas(out, 2)
+
+
+def _live_replicas(out: str) -> list[tuple[str, int]]:
+    """(replica, pid) of the processes that are alive and have committed since they started."""
+    live = []
+    evs = events(out)
+    for replica in sorted({e["replica"] for e in evs}):
+        starts = [e for e in evs if e["kind"] == "start" and e["replica"] == replica]
+        pid, since = starts[-1]["pid"], starts[-1]["t"]
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        if any(e["kind"] == "commit" and e["replica"] == replica and e["t"] > since for e in evs):
+            live.append((replica, pid))
+    return live
 
 
 @pytest.mark.slow
 def test_chaos_twenty_kills(tmp_path):
-    """At least 20 SIGKILLs at random moments over a few minutes; zero lost committed steps and the
-    exact sample multiset. Command: pytest -m slow tests/distributed/test_fault_tolerance.py -k chaos"""
-    out, steps, batch, kills = str(tmp_path / "run"), 3000, 6, 20
+    """20 SIGKILLs of random live replicas at random moments (2-8 s apart, never the last live one:
+    with no live peer there is nothing to heal from, docs/fault-tolerance.md), over a few minutes:
+    zero lost committed steps, the exact sample multiset, the losses of the one-process replay.
+    Command: pytest -m slow tests/distributed/test_fault_tolerance.py -k chaos -p no:cacheprovider"""
+    out, steps, batch, kills = str(tmp_path / "run"), 6000, 6, 20
     proc = start_job(out, 3, steps, batch, "--ft-timeout", "5", "--ft-max-restarts", "100")
     rng = random.Random(0)
     wait_for(lambda: len(committed(out)) >= 10, 120, "first steps", proc)
     done = 0
     while done < kills and proc.poll() is None:
         time.sleep(rng.uniform(2.0, 8.0))
-        victim = rng.choice(["0", "1", "2"])
-        pid = live_pid(out, victim)
+        live = _live_replicas(out)
+        if len(live) < 2:
+            continue
+        _, pid = rng.choice(live)
         try:
             os.kill(pid, signal.SIGKILL)
             done += 1
         except ProcessLookupError:
             pass
     assert done >= kills, f"only {done} kills before the job ended: raise the step count"
-    record = finish(proc, out, timeout=900)
+    record = finish(proc, out, timeout=1200)
     ft = record["fault_tolerance"]
     assert ft["committed_steps"] == steps and check_exactly_once(ft, steps, batch) == []
-    assert ft["restarts"] >= kills - 1
+    assert ft["restarts"] == kills
     losses, _ = replay(record, steps, batch, 3)
-    np.testing.assert_array_equal(record["history"]["losses"], losses)
+    assert record["history"]["losses"] == losses

@@ -129,3 +129,16 @@ def test_device_error_without_a_spare_fails_the_step_and_it_is_redone(tmp_path, 
     clean = _train_npusim(tmp_path, "clean", spare="", fault_at=None)
     faulty = _train_npusim(tmp_path, "nospare", spare="", fault_at=1500)  # in step 1's backward
     assert faulty.steps_redone == 1 and faulty.losses == clean.losses
+
+
+def test_cli_refuses_a_batch_the_replicas_cannot_share_before_starting_anything(tmp_path, capsys):
+    from accel.cli.main import main
+
+    code = main(["train", "--fault-tolerant", "--nproc-per-node", "3", "--ft-batch-policy", "shrink",
+                 "--global-batch-size", "7", "--model-config", "micro", "--backend", "numpy",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "divide among the 3 replicas" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "ft").exists()  # no lighthouse, no torchrun was started
+    code = main(["train", "--fault-tolerant", "--resume", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert code == 1 and "does not resume" in capsys.readouterr().err

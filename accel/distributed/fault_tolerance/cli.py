@@ -66,6 +66,7 @@ def run(args) -> int:
     from accel.distributed.fault_tolerance.launch import launch
 
     cfg = config_from_args(args, replicas=args.nproc_per_node or _DEFAULT.replicas)
+    _check_before_launch(args, cfg)
     shutil.rmtree(ft_dir(args.out), ignore_errors=True)  # events of an earlier run in this --out
     os.makedirs(ft_dir(args.out), exist_ok=True)
     code = launch(_replica_argv(sys.argv[1:]), cfg)
@@ -76,6 +77,26 @@ def run(args) -> int:
     record = write_record(args.out, cfg)
     print(summary_line(record))
     return code
+
+
+def _check_before_launch(args, cfg: FaultToleranceConfig) -> None:
+    """What would make every replica fail at once (and torchrun restart each of them
+    --ft-max-restarts times) is refused here, before anything starts."""
+    from accel.cli import train as train_cli
+    from accel.train.fault_tolerant import StepPlan
+
+    record = os.path.join(args.out, "training.json")
+    if os.path.exists(record) and not getattr(args, "overwrite", False):
+        raise ModelError(f"{args.out} already holds a training run", hint="pass --overwrite or another --out")
+    data = args.data or train_cli.default_data()
+    if not os.path.isfile(data):
+        raise ModelError(f"training data not found: {data}", hint="pass --data PATH to a UTF-8 text file")
+    accel.get_backend(args.backend)
+    micro = args.batch_size or train_cli.DEFAULTS["batch_size"]
+    batch = getattr(args, "global_batch_size", None) or micro * (args.grad_accum or 1) * cfg.replicas
+    StepPlan(batch, micro, cfg.replicas, cfg.batch_policy)
+    if os.path.exists(record):
+        os.remove(record)
 
 
 def _replica_argv(argv: list[str]) -> list[str]:

@@ -3,7 +3,7 @@ log line each on stderr. The launcher (or the last replica to finish) folds ever
 into training.json (accel/distributed/fault_tolerance/report.py).
 
 Kinds: start (a process began; `restart` counts torchrun restarts), quorum (the participant set
-changed), heal (state received from a peer), step_aborted (a step was not committed: the cause,
+changed), heal (state received from a peer), quorum_failed (the quorum or a heal raised), step_aborted (a step was not committed: the cause,
 how long after the step began it was detected), device_retry (a DeviceError moved this rank to its
 spare device), step (a step this replica trained: its samples, and whether it committed), done.
 """

@@ -27,12 +27,12 @@ class LighthouseError(AccelError):
 def start_lighthouse(cfg: FaultToleranceConfig, port: int = 0, host: str = "[::]"):
     """A running torchft LighthouseServer; `.address()` is what replicas get as TORCHFT_LIGHTHOUSE,
     `.shutdown()` stops it."""
+    os.environ.setdefault("RUST_LOG", "warn")  # before torchft loads: it logs every quorum at info
     try:
         from torchft.coordination import LighthouseServer
     except ImportError as exc:
         raise LighthouseError(f"fault-tolerant training needs torchft: {exc}",
                               hint="pip install 'accel-layer[ft]' (torchft>=0.2)") from None
-    os.environ.setdefault("RUST_LOG", "warn")  # torchft logs every quorum at info
     try:
         return LighthouseServer(bind=f"{host}:{port}", min_replicas=cfg.min_replicas,
                                 join_timeout_ms=int(cfg.join_timeout_s * 1000),

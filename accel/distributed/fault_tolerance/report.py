@@ -61,28 +61,38 @@ def fold(out: str) -> dict:
 
 
 def _failures(events: list[dict]) -> list[dict]:
-    """One entry per failure seen by the survivors: the first aborted step of each failure episode,
-    with how long after the step began it was detected, and when the quorum shrank."""
-    out, open_episode, seen = [], None, {}
+    """One entry per failure: the step it hit, every replica that noticed it (an aborted step, or
+    a quorum that shrank without one) and after how long. A survivor stuck in a collective until
+    its timeout reports the same failure later than one whose connection broke at once."""
+    by_step: dict[int, dict] = {}
+    seen: dict[str, int] = {}
+
+    def note(step: int, replica: str, cause: str, after: float, t: float) -> dict:
+        entry = by_step.setdefault(step, {"step": step, "cause": cause, "t": t, "detected_by": {}})
+        entry["detected_by"].setdefault(replica, round(after, 4))
+        return entry
+
+    last_commit: dict[str, int] = {}
     for e in events:
-        if e["kind"] == "quorum":
+        if e["kind"] == "commit":
+            last_commit[e["replica"]] = e["step"]
+        elif e["kind"] == "quorum":
             before, seen[e["replica"]] = seen.get(e["replica"]), e["participants"]
-            if before is not None and e["participants"] < before:
-                if open_episode is None:  # left without failing a collective: caught by heartbeats
-                    open_episode = {"step": e["step"], "detected_by": e["replica"],
-                                    "cause": "a replica stopped heartbeating and left the quorum",
-                                    "detected_after_s": e["since_last_commit"], "t": e["t"]}
-                    out.append(open_episode)
-                open_episode.setdefault("quorum", f"{before} -> {e['participants']} replicas")
-        elif e["kind"] == "step_aborted" and open_episode is None:
-            open_episode = {"step": e["step"], "detected_by": e["replica"], "cause": e["cause"],
-                            "detected_after_s": e["detected_after"], "t": e["t"]}
-            out.append(open_episode)
-        elif e["kind"] == "commit":
-            open_episode = None
+            # a shrink seen by a replica that was live at the previous step (not one that was
+            # itself out and has just healed back in)
+            if before is not None and e["participants"] < before and last_commit.get(e["replica"]) == e["step"] - 1:
+                entry = note(e["step"], e["replica"], "a replica stopped heartbeating and left the quorum",
+                             e["since_last_commit"], e["t"])
+                entry.setdefault("quorum", f"{before} -> {e['participants']} replicas")
+        elif e["kind"] in ("step_aborted", "quorum_failed"):
+            note(e["step"], e["replica"], e["cause"], e["detected_after"], e["t"])
         elif e["kind"] == "device_retry":
-            out.append({"step": e["step"], "detected_by": e["replica"], "cause": e["error"],
-                        "detected_after_s": 0.0, "t": e["t"], "recovered_in_process": True})
+            entry = note(e["step"], e["replica"], e["error"], 0.0, e["t"])
+            entry["recovered_in_process"] = True
+    out = []
+    for entry in sorted(by_step.values(), key=lambda x: x["t"]):
+        times = list(entry["detected_by"].values())
+        out.append({**entry, "detected_after_s": min(times), "last_detected_after_s": max(times)})
     return out
 
 
