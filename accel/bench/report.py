@@ -46,6 +46,10 @@ def markdown(results: dict) -> str:
         lines += _train(results["train"])
     if "ops" in results:
         lines += _ops(results["ops"])
+    if "fp8" in results:
+        from accel.bench import fp8
+
+        lines += fp8.markdown(results["fp8"])
     if "distributed" in results:
         from accel.bench import distributed
 

@@ -47,6 +47,10 @@ def run(settings, progress: bool = True, log=None) -> dict:
         scatter_rows, scatter_cases = scatter.build_scatter_cases(backends, settings)
         interleave(scatter_cases, settings.train_repeats, "embedding-grad", progress)
         out["train"]["embedding_grad"] = scatter.summarise_scatter(scatter_rows)
+    if "fp8" in settings.sections:
+        from accel.bench import fp8
+
+        out["fp8"] = fp8.run_section(backends, settings, log, progress)
     if "distributed" in settings.sections:
         from accel.bench import distributed
 
