@@ -27,8 +27,19 @@ def check_bounds(lo: int, hi: int, size: int, *, axis: int, what: str = "index",
 
 def check_host_indices(indices: np.ndarray, size: int, *, axis: int, what: str = "index") -> None:
     """`check_bounds` for indices held in a host (numpy) array."""
-    if indices.size:
-        check_bounds(int(indices.min()), int(indices.max()), size, axis=axis, what=what)
+    count = indices.size
+    if not count:
+        return
+    if count <= _FEW:  # a decode step's one or few ids: Python's min/max beat numpy's reductions
+        values = indices.ravel().tolist()
+        lo, hi = min(values), max(values)
+    else:
+        lo, hi = int(indices.min()), int(indices.max())
+    if lo < 0 or hi >= size:
+        check_bounds(lo, hi, size, axis=axis, what=what)
+
+
+_FEW = 32
 
 
 def check_host_targets(targets: np.ndarray, classes: int, ignore_index: int) -> None:

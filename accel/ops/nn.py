@@ -49,13 +49,30 @@ def _axis_same_as_input(x, *, axis=-1):
 def _with_rule(prepare, infer):
     """`prepare`, then the op's shape/dtype rule, in plain eager mode too: a fused kernel would
     otherwise take what the declaration refuses (a float mask, k and v of other lengths, an odd
-    rope dim). These ops run a few times per layer, so the rule costs little next to them."""
+    rope dim). A signature (shapes, dtypes, attrs) that passed is remembered, so a decode loop
+    pays a dict lookup per call rather than the whole rule (docs/errors.md has the figures)."""
+    passed: set = set()
+
     def prepare_and_check(args, attrs):
         if prepare is not None:
             args, attrs = prepare(args, attrs)
+        try:
+            # the native arrays' own shape and dtype: cheaper to read than the Tensor properties
+            key = (*[a if a is None else (a.data.shape, a.data.dtype) for a in args], *attrs.items())
+            if key in passed:
+                return args, attrs
+        except (TypeError, AttributeError):  # an unhashable attr, a traced value: check each time
+            key = None
         infer(*args, **attrs)
+        if key is not None:
+            if len(passed) >= _PASSED_LIMIT:
+                passed.clear()
+            passed.add(key)
         return args, attrs
     return prepare_and_check
+
+
+_PASSED_LIMIT = 4096  # signatures remembered per op (a model has a handful per layer)
 
 
 def _prepare_axis(args, attrs):
