@@ -65,7 +65,11 @@ class NpuSimBackend(Backend):
 
     @classmethod
     def probe(cls) -> Probe:
-        return Probe(True, devices=profile_names())
+        # ACCEL_NPUSIM_DEVICES=N simulates N chips of each profile, named <profile>:0 .. :N-1,
+        # each with its own memory, ledger and fault plan (spare-device failover runs on them)
+        count = _env_number("ACCEL_NPUSIM_DEVICES", int, 1)
+        names = profile_names()
+        return Probe(True, devices=names + tuple(f"{n}:{i}" for n in names for i in range(count) if count > 1))
 
     @classmethod
     def default_device(cls) -> str:
@@ -75,15 +79,18 @@ class NpuSimBackend(Backend):
         if profile is not None:
             device = profile.name
         super().__init__(device)
-        self.profile = profile or load_profile(self.device)
+        name, _, index = self.device.rpartition(":")
+        self.profile = profile or load_profile(name if name and index.isdigit() else self.device)
         env = os.environ
+        # ACCEL_NPUSIM_FAULT_DEVICE=<profile>:<i> confines the fault plan below to that one chip
+        faulty = env.get("ACCEL_NPUSIM_FAULT_DEVICE") in (None, "", self.device)
         self.memory = DeviceMemory(parse_bytes(env.get("ACCEL_NPUSIM_MEMORY") or self.profile.memory_capacity,
                                                "ACCEL_NPUSIM_MEMORY"), self.spec)
         self.ledger = CostLedger()
         self.faults = FaultInjector(self.spec, FaultPlan(
             at=_env_number("ACCEL_NPUSIM_FAULT_AT", int, None),
             rate=_env_number("ACCEL_NPUSIM_FAULT_RATE", float, 0.0),
-            seed=_env_number("ACCEL_NPUSIM_FAULT_SEED", int, 0)))
+            seed=_env_number("ACCEL_NPUSIM_FAULT_SEED", int, 0)) if faulty else FaultPlan())
         self.dtype_policy = "error"
         self._set_policy(env.get("ACCEL_NPUSIM_DTYPE_POLICY") or "error")
         self._current_op: str | None = None  # which op a host transfer belongs to (fallbacks)
@@ -271,7 +278,7 @@ class NpuSimBackend(Backend):
     def device_facts(self) -> dict[str, Any]:
         p = self.profile
         return {
-            "device_count": 1,
+            "device_count": _env_number("ACCEL_NPUSIM_DEVICES", int, 1),
             "device_name": p.title,
             "simulated": True,
             "memory_capacity": self.memory.capacity,

@@ -142,3 +142,19 @@ def test_cli_refuses_a_batch_the_replicas_cannot_share_before_starting_anything(
     assert not (tmp_path / "run" / "ft").exists()  # no lighthouse, no torchrun was started
     code = main(["train", "--fault-tolerant", "--resume", str(tmp_path), "--out", str(tmp_path / "run")])
     assert code == 1 and "does not resume" in capsys.readouterr().err
+
+
+def test_npusim_simulates_several_chips_and_confines_injected_faults_to_one(monkeypatch):
+    from accel.backends.npusim import NpuSimBackend
+
+    monkeypatch.setenv("ACCEL_NPUSIM_DEVICES", "2")
+    monkeypatch.setenv("ACCEL_NPUSIM_FAULT_AT", "1")
+    monkeypatch.setenv("ACCEL_NPUSIM_FAULT_DEVICE", "ascend910b:0")
+    assert {"ascend910b:0", "ascend910b:1"} <= set(NpuSimBackend.probe().devices)
+    chip0, chip1 = NpuSimBackend("ascend910b:0"), NpuSimBackend("ascend910b:1")
+    assert chip0.profile.name == chip1.profile.name == "ascend910b" and chip0.memory is not chip1.memory
+    assert chip0.faults.plan.at == 1 and not chip1.faults.plan.active
+    x = np.ones(4, np.float32)
+    with pytest.raises(accel.DeviceError, match="ascend910b:0"):
+        accel.ops.add(accel.from_numpy(x, chip0), 1.0)
+    assert accel.asnumpy(accel.ops.add(accel.from_numpy(x, chip1), 1.0)).tolist() == [2.0] * 4
