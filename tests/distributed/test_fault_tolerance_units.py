@@ -142,6 +142,8 @@ def test_cli_refuses_a_batch_the_replicas_cannot_share_before_starting_anything(
     assert not (tmp_path / "run" / "ft").exists()  # no lighthouse, no torchrun was started
     code = main(["train", "--fault-tolerant", "--resume", str(tmp_path), "--out", str(tmp_path / "run")])
     assert code == 1 and "does not resume" in capsys.readouterr().err
+    code = main(["train", "--fault-tolerant", "--zero", "1", "--out", str(tmp_path / "run")])
+    assert code == 1 and "--zero cannot be combined with --fault-tolerant" in capsys.readouterr().err
 
 
 def test_npusim_simulates_several_chips_and_confines_injected_faults_to_one(monkeypatch):

@@ -61,6 +61,14 @@ def run(args) -> int:
                          hint="start a new run (a failed replica heals from its peers, not from disk)")
     if args.out is None:
         raise ModelError("accel train --fault-tolerant needs --out DIR", hint="pass --out runs/NAME")
+    unsupported = [flag for flag, value in (("--zero", getattr(args, "zero", None)),
+                                            ("--nnodes", getattr(args, "nnodes", None)),
+                                            ("--rdzv-endpoint", getattr(args, "rdzv_endpoint", None)))
+                   if value]
+    if unsupported:
+        raise ModelError(f"{', '.join(unsupported)} cannot be combined with --fault-tolerant",
+                         hint="replicas hold the whole optimizer state and start one torchrun each; on "
+                              "many machines run a lighthouse (docs/fault-tolerance.md)")
     if _is_replica():
         return run_replica(args)
     from accel.distributed.fault_tolerance.launch import launch
