@@ -179,12 +179,16 @@ def _resume_command(out: str, comm) -> str:
     return f"accel train --nproc-per-node {comm.world_size} --resume {shlex.quote(out)}"
 
 
-def _check_out(out: str, overwrite: bool, comm) -> None:
-    from accel.train.checkpoints import CHECKPOINT, LATEST, is_run_dir
-
+def _not_a_file(out: str) -> None:
     if os.path.exists(out) and not os.path.isdir(out):
         raise TrainConfigError(f"--out {out} is a file, not a directory",
                                hint="pass --out a new or existing directory")
+
+
+def _check_out(out: str, overwrite: bool, comm) -> None:
+    from accel.train.checkpoints import CHECKPOINT, LATEST, is_run_dir
+
+    _not_a_file(out)
     if is_run_dir(out) and not overwrite:
         raise TrainConfigError(f"--out {out} already holds a training run",
                                hint=f"continue it with --resume {out}, choose another --out, or pass "
@@ -263,6 +267,7 @@ def train_from_args(args):
         cfg = dataclasses.replace(stored, **given)
         data_path = args.data or state["data"]["path"]
         out = args.out or os.path.dirname(os.path.abspath(folder))
+        _not_a_file(out)
         start = int(state["step"])
         if start >= cfg.steps:
             raise TrainConfigError(f"{folder} is already at step {start}; --steps {cfg.steps} leaves nothing to do",

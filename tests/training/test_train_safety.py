@@ -86,6 +86,8 @@ def test_out_naming_a_file_and_an_earlier_run_are_refused(capsys, tmp_path):
     assert main(["train", *FAST, "--backend", "numpy", "--steps", "4", "--save-every", "2", "--out", str(out)]) == 0
     err = refused(capsys, "--backend", "numpy", "--steps", 2, "--out", out)
     assert "already holds a training run" in err and "--overwrite" in err
+    assert main(["train", "--resume", str(out), "--steps", "6", "--out", str(afile), "--no-progress"]) == 1
+    assert "is a file, not a directory" in capsys.readouterr().err
     assert sorted(n for n in os.listdir(out) if n.startswith("checkpoint-")) == ["checkpoint-000002",
                                                                                  "checkpoint-000004"]
     assert main(["train", *FAST, "--backend", "numpy", "--steps", "1", "--overwrite", "--out", str(out)]) == 0
