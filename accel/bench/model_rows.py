@@ -65,8 +65,7 @@ def has_graph_compiler(backend) -> bool:
 def graph_compilers(backend, settings) -> tuple:
     """The graph compiler modes to time on a backend that has several (torch: generated code
     and inductor); (None,) for a backend with one way to compile."""
-    modes = getattr(backend, "graph_compilers", ())
-    chosen = tuple(m for m in settings.graph_compilers if m in modes)
+    chosen = tuple(m for m in settings.graph_compilers if m in backend.graph_compilers)
     return chosen or (None,)
 
 

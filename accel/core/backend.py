@@ -232,6 +232,19 @@ class Backend(abc.ABC):
         )
 
     # --- graph compilation (accel.compile) --------------------------------------------------
+    # The graph compilers `compile` can use, when it has several (torch: "python", "inductor").
+    graph_compilers: ClassVar[tuple[str, ...]] = ()
+    graph_compiler: str | None = None  # the one chosen by set_graph_compiler; None: the default
+
+    def set_graph_compiler(self, mode: str | None = None) -> None:
+        """Choose one of `graph_compilers` for graphs compiled from now on (None: the default)."""
+        from accel.core.errors import BackendError
+
+        if mode is not None and mode not in self.graph_compilers:
+            raise BackendError(f"backend {self.spec} has no graph compiler {mode!r}",
+                               hint=f"choose one of: {', '.join(self.graph_compilers) or 'none (it has one way to compile)'}")
+        self.graph_compiler = mode
+
     def compile(self, graph):
         """A callable running the whole traced graph natively, or None (default): the graph
         interpreter runs it op by op through this backend's kernels (docs/compile.md)."""
