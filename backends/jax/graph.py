@@ -23,7 +23,9 @@ def jit_graph(backend, graph: Graph):
     constant_ids = list(graph.constants)
     constants = [graph.constants[c] for c in constant_ids]
     n_inputs = len(graph.inputs)
-    steps = [(table[node.op], node.op.variadic, node.inputs, dict(node.attrs), node.output)
+    # creation kernels place on the backend's device (the dispatcher passes it eagerly)
+    steps = [(table[node.op], node.op.variadic, node.inputs,
+              dict(node.attrs) if node.op.inputs else {**node.attrs, "device": backend.device}, node.output)
              for node in graph.nodes]
     results = graph.results
 

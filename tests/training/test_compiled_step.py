@@ -56,9 +56,12 @@ def run(step_fn, backend, n):
     return losses, params, state
 
 
-@pytest.mark.parametrize("mode", ["numpy", "torch:cpu"])
+@pytest.mark.parametrize("mode", ["numpy", "torch:cpu", pytest.param("jax:cpu", marks=pytest.mark.slow), "onnxruntime"])
 def test_compiled_step_equals_eager_step(mode):
-    backend = accel.get_backend(mode)
+    try:
+        backend = accel.get_backend(mode)
+    except accel.BackendError as exc:
+        pytest.skip(f"{mode} is not installed here: {exc}")
     loss_fn = causal_lm_loss(CONFIG)
     want_losses, want_params, want_state = run(eager_train_step(loss_fn, STEP), backend, 4)
     compiled = compile_train_step(loss_fn, STEP)
@@ -74,7 +77,7 @@ def test_compiled_step_equals_eager_step(mode):
     graph = compiled.compiled.signatures()[0].graph
     assert len(graph.outputs) == 1 + 3 * len(want_params)
     runner = compiled.compiled.signatures()[0].runner
-    assert runner == ("backend" if mode == "torch:cpu" else "interpreter")
+    assert runner == ("interpreter" if mode == "numpy" else "backend")  # torch, jax, ORT compile it whole
 
 
 def test_schedule_tensor_matches_the_formula():
