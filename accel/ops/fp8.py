@@ -26,8 +26,8 @@ from accel.core import dtypes as dt
 from accel.core.dtypes import as_dtype
 from accel.core.errors import DTypeError, OpError, ShapeError
 from accel.core.op import COMPOSITE, Op
-from accel.ops._rules import spec
-from accel.ops.elementwise import abs as _abs, add, cast, cast_reference, div, gt, maximum, mul, where
+from accel.ops._rules import broadcast_shapes, spec
+from accel.ops.elementwise import abs as _abs, add, cast, cast_reference, div, gt, mul, where
 from accel.ops.creation import full_like, zeros
 from accel.ops.linalg import matmul
 from accel.ops.movement import broadcast_to, concat, reshape, transpose
@@ -51,7 +51,7 @@ def _float8(value, what: str) -> dt.DType:
 # --- block geometry ---------------------------------------------------------------------------
 def _block_shape(shape: tuple[int, int], block: tuple[int, int]) -> tuple[int, int]:
     """A block shape with -1 or an oversize side meaning 'the whole dimension'."""
-    return tuple(s if b in (-1, None) or b >= s else b for s, b in zip(shape, block)) if shape else ()
+    return tuple(s if b in (-1, None) or b >= s else b for s, b in zip(shape, block))
 
 
 def scale_shape(shape: tuple[int, int], block: tuple[int, int]) -> tuple[int, int]:
@@ -114,8 +114,6 @@ def _quantize_infer(x, scale, *, dtype=dt.float8_e4m3fn, saturate=True):
     _float8(dtype, "dtype")
     if scale.dtype is not dt.float32:
         raise DTypeError(f"scale must be float32, got {scale.dtype.name}", hint="cast the scale to float32")
-    from accel.ops._rules import broadcast_shapes
-
     if broadcast_shapes(x.shape, scale.shape) != tuple(x.shape):
         raise ShapeError(f"scale {list(scale.shape)} does not broadcast to x {list(x.shape)}",
                          hint="expand block scales over their blocks first (accel.ops.fp8.expand_scales)")

@@ -28,7 +28,6 @@ import numpy as np
 
 import accel
 from accel import ops
-from accel.core import dtypes as dt
 
 from .linear import Fp8Plan, capture, fp8_autocast
 from .policy import LayerChoice, Policy, linear_shapes

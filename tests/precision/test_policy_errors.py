@@ -2,7 +2,6 @@
 a malformed policy file, an unknown recipe, FP8 on a backend without float8 in strict mode."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
