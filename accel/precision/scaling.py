@@ -109,13 +109,14 @@ class DelayedScalingState:
             h.values = ops.cast(values.to(backend), dt.float32)
             h.filled = recipe.history_len if filled is None else int(filled.get(key, recipe.history_len))
 
-    def all_reduce_amax(self, group=None) -> None:
-        """Max of every history across data-parallel ranks, so all ranks quantize alike."""
+    def all_reduce_amax(self) -> None:
+        """Max of every history across data-parallel ranks (one bucketed collective), so that all
+        ranks quantize alike; call it after the backward pass, before the next step."""
         try:
-            from accel.distributed import all_reduce
+            from accel.distributed import all_reduce_buckets
         except ImportError as exc:
             raise AccelError(f"all-reducing FP8 amax histories needs accel.distributed ({exc})",
                              hint="run single-process, or install a build of accel with accel.distributed") from None
-        for layer in self.layers.values():
-            for h in layer.histories.values():
-                h.values = all_reduce(h.values, op="max", **({"group": group} if group is not None else {}))
+        histories = [h for layer in self.layers.values() for h in layer.histories.values()]
+        for h, reduced in zip(histories, all_reduce_buckets([h.values for h in histories], op="max")):
+            h.values = reduced
