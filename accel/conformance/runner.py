@@ -18,6 +18,7 @@ from accel.conformance.expectations import Expectations
 from accel.conformance.generators import Case, all_cases
 from accel.conformance.judge import judge
 from accel.conformance.tolerances import Tolerance, layout_tolerance, tolerance_for
+from accel.core.backend import store
 from accel.core.dtypes import as_dtype
 from accel.core.errors import AccelError, UnsupportedError
 from accel.core.spec import TensorSpec
@@ -110,14 +111,14 @@ def place(arr, backend, layout: str = "contiguous"):
     if isinstance(arr, list):
         return [place(a, backend, layout) for a in arr]
     if layout == "transposed" and arr.ndim >= 2:
-        t = Tensor(backend.from_numpy(np.ascontiguousarray(np.swapaxes(arr, -1, -2))), backend)
+        t = Tensor(store(backend, np.ascontiguousarray(np.swapaxes(arr, -1, -2))), backend)
         return ops.transpose(t, -1, -2)
     if layout == "strided" and arr.ndim >= 1 and arr.size:
         wide = np.stack([arr, _filler(arr)], axis=-1).reshape(arr.shape[:-1] + (2 * arr.shape[-1],))
-        t = Tensor(backend.from_numpy(np.ascontiguousarray(wide)), backend)
+        t = Tensor(store(backend, np.ascontiguousarray(wide)), backend)
         last = arr.ndim - 1
         return ops.slice(t, (last,), (0,), (wide.shape[-1],), (2,))
-    return Tensor(backend.from_numpy(np.array(arr, order="C")), backend)  # keeps 0-d arrays 0-d
+    return Tensor(store(backend, np.array(arr, order="C")), backend)  # keeps 0-d arrays 0-d
 
 
 def _spec(arr):

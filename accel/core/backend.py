@@ -46,6 +46,21 @@ class Capabilities:
     collective_backend: str | None = None
 
 
+def store(backend: "Backend", array: np.ndarray):
+    """`backend.from_numpy(array)` for a dtype the backend declares; UnsupportedError otherwise.
+    The conformance suite places its inputs through it (an undeclared dtype is "unsupported")."""
+    from accel.core.dtypes import from_numpy_dtype
+    from accel.core.errors import UnsupportedError
+
+    dtype = from_numpy_dtype(array.dtype)
+    if dtype not in backend.dtypes:
+        raise UnsupportedError(
+            f"{backend.spec} does not store {dtype.name} (it stores {', '.join(d.name for d in backend.dtypes)})",
+            hint=f"cast on the host first, e.g. accel.tensor(data, dtype=accel.{backend.dtypes[0].name}), "
+                 f"or use another backend")
+    return backend.from_numpy(array)
+
+
 class ScalarCache:
     """0-d native arrays for Python scalars, made once per (dtype, value) and reused.
 

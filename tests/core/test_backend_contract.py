@@ -132,3 +132,13 @@ def test_an_old_contract_plugin_fails_at_registration_naming_the_fix():
         kernels = {**Recording.kernels, ops.full: lambda *, shape, value, dtype: np.full(shape, value, dtype.numpy)}
     with pytest.raises(BackendError, match="kernel for full does not take `device`"):
         register_backend(OldCreation)
+
+
+def test_conformance_reports_undeclared_dtypes_as_unsupported_never_passed(rec):
+    from accel.conformance.runner import run_suite
+
+    result = run_suite(rec, op_names=["where", "cast", "random_normal", "full", "arange", "add"],
+                       dtype_names=["float32", "float64"], quick=True, ci=True)
+    by_dtype = {d: {r.status for r in result.rows if r.dtype == d} for d in ("float32", "float64")}
+    assert by_dtype["float64"] == {"unsupported"}, by_dtype
+    assert "pass" in by_dtype["float32"] and "fail" not in by_dtype["float32"], by_dtype
