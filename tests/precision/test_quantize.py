@@ -82,3 +82,20 @@ def test_block_amax_with_partial_edge_blocks(backend):
     got = block_amax(accel.tensor(x, backend=backend), (128, 128)).numpy()
     want = np.array([[np.abs(x[i:i + 128, j:j + 128]).max() for j in range(0, 300, 128)] for i in range(0, 130, 128)])
     np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
+def test_quantize_dequantize_is_straight_through_for_gradients(backend):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 40)).astype(np.float32)
+    ct = rng.uniform(0.5, 2.0, (3, 40)).astype(np.float32)
+    scale = accel.tensor(np.float32(0.5), backend=backend)  # keeps ct·scale in e4m3fn's normal range
+
+    def loss(x):
+        q = ops.quantize_fp8(x, scale, accel.float8_e4m3fn)
+        return ops.sum(ops.mul(ops.dequantize_fp8(q, scale), accel.tensor(ct, backend=backend)))
+
+    gx = accel.grad(loss)(accel.tensor(x, backend=backend)).numpy()
+    # the rounding counts as the identity; the cotangent itself passes through a float8 tensor
+    # (dequantize's input), so it comes back within e4m3fn's half-ulp (2^-4 relative)
+    assert gx.dtype == np.float32 and np.all(np.abs(gx - ct) <= 2 ** -4 * ct)
+    assert np.abs(gx - ct).max() > 0  # it did pass through float8

@@ -125,6 +125,9 @@ NOT_DIFFERENTIABLE = {"eq", "ne", "lt", "le", "gt", "ge", "logical_not", "logica
 
 def test_every_differentiable_op_has_a_gradient_check():
     covered = set().union(*(c[3] for c in CASES)) | {"scaled_matmul"}  # its own test below
+    # FP8 ops round to float8 (piecewise constant): their straight-through VJPs are checked
+    # against an independent numpy emulation in tests/precision/test_gemm.py instead
+    covered |= {"quantize_fp8", "dequantize_fp8", "block_scaled_matmul", "fp8_linear"}
     missing = {op.name for op in ops.ALL_OPS} - covered - NOT_DIFFERENTIABLE
     assert not missing, f"ops without a gradient check: {sorted(missing)}"
     undeclared = {op.name for op in ops.PRIMITIVES if op.name not in NOT_DIFFERENTIABLE and op.vjp is None}
