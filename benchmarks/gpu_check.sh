@@ -37,6 +37,13 @@ LOGS="$OUT_DIR/logs"
 rm -rf "$LOGS"; mkdir -p "$LOGS"
 : > "$LOGS/steps.tsv"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# inductor's compile cache of this run only: a cold compile is what a fresh machine pays, and a
+# stale or half-written entry elsewhere in /tmp cannot fail the check
+# (a compile killed by its step's timeout leaves a half-written entry behind: wiped every run)
+if [ -z "${TORCHINDUCTOR_CACHE_DIR:-}" ]; then
+    export TORCHINDUCTOR_CACHE_DIR="$(cd "$OUT_DIR" && pwd)/inductor-cache"
+    rm -rf "$TORCHINDUCTOR_CACHE_DIR"
+fi
 
 if [ "$CPU_RUN" = 1 ]; then
     DEVICE=${DEVICE:-torch:cpu}

@@ -147,14 +147,15 @@ def inductor_decode(backend) -> dict:
     try:
         model.compile()
         start = time.perf_counter()
-        model.generate(prompt, 4, stop_at_eos=False)
+        model.generate(prompt, new, stop_at_eos=False)  # the same cache length: the same graphs
         compile_s = time.perf_counter() - start
         tokens = model.generate(prompt, new, stop_at_eos=False)
         step_s = model.last_generation.decode_s / (new - 1)
     finally:
         backend.set_graph_compiler(None)
     bytes_per_step = decode_bytes(config, 1, len(prompt[0]) + new // 2, 2 if dtype == "bfloat16" else 4)
-    out = {"probe": "inductor-decode", "ok": len(tokens[0]) == new, "dtype": dtype,
+    out = {"probe": "inductor-decode", "ok": len(tokens[0]) == new and model.compiled.stats.traces == 2,
+           "traces": model.compiled.stats.traces, "dtype": dtype,
            "parameters": config.num_parameters(), "compile_s": compile_s, "decode_tok_s": 1 / step_s,
            "achieved_gbs": bytes_per_step / step_s / 1e9}
     if backend.device_type == "cuda":
