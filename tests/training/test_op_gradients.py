@@ -128,6 +128,9 @@ def test_every_differentiable_op_has_a_gradient_check():
     # FP8 ops round to float8 (piecewise constant): their straight-through VJPs are checked
     # against an independent numpy emulation in tests/precision/test_gemm.py instead
     covered |= {"quantize_fp8", "dequantize_fp8", "block_scaled_matmul", "fp8_linear"}
+    # Collectives need several ranks: tests/distributed/test_collectives.py checks their VJPs
+    # across 3 real processes against numpy (the global loss is the sum of the ranks' losses)
+    covered |= {"all_reduce", "reduce_scatter", "all_gather", "broadcast"}
     missing = {op.name for op in ops.ALL_OPS} - covered - NOT_DIFFERENTIABLE
     assert not missing, f"ops without a gradient check: {sorted(missing)}"
     undeclared = {op.name for op in ops.PRIMITIVES if op.name not in NOT_DIFFERENTIABLE and op.vjp is None}
