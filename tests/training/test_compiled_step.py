@@ -123,3 +123,16 @@ def test_inductor_compiled_step_equals_eager_step():
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5, atol=ATOL)
     for name in want_params:
         assert_close_accumulated(host(params[name]), host(want_params[name]), name)
+
+
+def test_step_config_from_accel_train_config_has_the_same_schedule():
+    from accel.train.loop import TrainConfig
+
+    cfg = TrainConfig(steps=50, lr=2e-3, warmup=5, grad_clip=0.7, weight_decay=0.05)
+    step_cfg = StepConfig.from_train_config(cfg)
+    assert step_cfg.grad_clip == 0.7 and step_cfg.optimizer.weight_decay == 0.05
+    backend = accel.get_backend("numpy")
+    for i in (0, 4, 5, 20, 49, 60):
+        as_tensor = float(lr_tensor(step_cfg, accel.tensor(float(i), dtype=accel.float64, backend=backend)).numpy())
+        assert step_cfg.lr_at(i) == cfg.lr_at(i)
+        assert as_tensor == pytest.approx(cfg.lr_at(i), rel=1e-12)
