@@ -21,7 +21,8 @@ KERNELS = {**torch_primitives.PRIMITIVE_KERNELS, **torch_fused.FUSED_KERNELS}
 # Ops whose float8 inputs are computed in float32 and rounded once (torch has no float8 kernel
 # for them); data movement, casts, where/gather/concat run on float8 storage directly.
 EMULATED_FLOAT8 = tuple(sorted(
-    op.name for op in KERNELS if op not in torch_primitives.FLOAT8_NATIVE | torch_fused.FLOAT8_NATIVE))
+    op.name for op in KERNELS if op not in torch_primitives.FLOAT8_NATIVE | torch_fused.FLOAT8_NATIVE
+    and any(d.name.startswith("float8") for d in op.dtypes)))  # ops that take float8 at all
 
 
 def kernels_for(device: torch.device, *, native_scaled_mm: bool) -> dict:
