@@ -130,10 +130,6 @@ def _train(train: dict) -> list[str]:
             continue
         lines.append(f"| {r['name']} | {r.get('runner', 'torch autograd')} | {_fmt(r['tokens_per_s'])} | "
                      f"{r['median_s']:.3f} | {_fmt(r.get('ratio_to_reference'), 2)} |")
-    return lines + [""]
-
-
-def _ops(ops_rows: list[dict]) -> list[str]:
     return lines + [""] + _embedding_grad(train.get("embedding_grad", []))
 
 
@@ -153,6 +149,10 @@ def _embedding_grad(rows: list[dict]) -> list[str]:
         diff = r.get("max_abs_diff_between_forms")
         lines.append(f"| {r['backend']} | {r['vocab']} | {r['form']} | {ms} | {_fmt(r.get('speedup_vs_onehot'), 1)} | "
                      f"{r['intermediate_bytes'] / 2**20:.0f} | {peak} | {'' if diff is None else f'{diff:.1e}'} |")
+    return lines + [""]
+
+
+def _ops(ops_rows: list[dict]) -> list[str]:
     backends = list(dict.fromkeys(r["backend"] for r in ops_rows))
     lines = ["## Op overhead (µs per call: accel eager − the backend's own kernel call)", "",
              "tiny = 4×4 class inputs (the overhead shows); model = 128 tokens of the model's sizes. "

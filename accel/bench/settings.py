@@ -33,19 +33,19 @@ class BenchSettings:
     decode_batches: tuple[int, ...] = (1, 8)
     decode_prompt: int = 32                 # prompt length before the timed decode steps
     decode_tokens: int = 16                 # new tokens per timed decode (the first comes from prefill)
-    interpreter_rows: bool = False          # also time "compiled" on backends that only interpret graphs
-    row_budget_s: float = 60.0              # a row whose warm-up takes longer is skipped (and says so)
     graph_compilers: tuple[str, ...] = ("python", "inductor")  # per backend that has several (torch)
     inductor_budget_factor: float = 10.0    # inductor compiles C++ per signature: a longer warm-up budget
+    interpreter_rows: bool = False          # also time "compiled" on backends that only interpret graphs
+    row_budget_s: float = 60.0              # a row whose warm-up takes longer is skipped (and says so)
     hf: bool = True                         # the Hugging Face transformers reference rows
     train_model: dict = field(default_factory=lambda: dict(TRAIN_FULL))
     train_batch: int = 8
     train_seq: int = 128
     train_repeats: int = 5
-    op_calls: int = 1000                    # back-to-back calls per timed batch of a tiny op
-    roofline_mb: int = 512                  # bytes of the bandwidth test's source array
     scatter_tokens: int = 1024              # embedding gradient: tokens scattered into the vocabulary
     scatter_dim: int = 128
+    op_calls: int = 1000                    # back-to-back calls per timed batch of a tiny op
+    roofline_mb: int = 512                  # bytes of the bandwidth test's source array
     matmul_n: int = 4096                    # size of the square float32 matmul for the FLOP peak
     seed: int = 0
     quick: bool = False
