@@ -147,6 +147,7 @@ def reset_layer_stats() -> None:
     with _lock:
         _counts.clear()
         _skipped.clear()
+        _warned.clear()  # a new count warns anew: the warning is once per cause per count
 
 
 def linear(name: str, x: Tensor, weight: Tensor, bias: Tensor | None = None,
