@@ -1,4 +1,4 @@
-"""The issue's goals, judged from one run's figures (ratios measured side by side)."""
+"""The benchmark goals, judged from one run's figures (ratios measured side by side)."""
 from __future__ import annotations
 
 import statistics

@@ -1,6 +1,6 @@
 """`accel train` refuses nonsense in one line, never writes a checkpoint it could not resume,
 survives real SIGKILLs around a save, catches loss spikes, and says how to resume after a
-device fault (issue 14's training items). Kills and faults are caused for real: a subprocess
+device fault. Kills and faults are caused for real: a subprocess
 SIGKILLed at a chosen point of the save, the simulated NPU's injected device fault."""
 from __future__ import annotations
 
