@@ -323,6 +323,15 @@ def train_from_args(args):
     command = "accel " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and \
         os.path.basename(sys.argv[0]) == "accel" else None
 
+    fp8, fp8_record = None, None
+    if getattr(args, "fp8", None) or (args.resume and state.get("fp8")):  # docs/fp8.md
+        from accel import precision
+        from accel.train.checkpoints import load_extra_state
+
+        fp8, fp8_record = precision.resume_plan(getattr(args, "fp8", None), config, backend,
+                                                state.get("fp8") if args.resume else None,
+                                                load_extra_state(folder, backend) if args.resume else None)
+
     def state_of(step: int, res) -> dict:
         consumed = step * plan.global_batch
         return {"format": "accel-train-2", "step": step, "seed": cfg.seed, "backend": backend.spec,
@@ -334,18 +343,17 @@ def train_from_args(args):
                 "model_config": config.to_dict(), "train_config": dataclasses.asdict(cfg),
                 "history": {"losses": res.losses, "evals": res.evals, "segments": res.segments,
                             "spikes": res.spikes, "spike_state": res.spike_state},
-                "resumed_from": resumed_from, "command": command}
+                "resumed_from": resumed_from, "command": command, "fp8": fp8_record}
 
-    def save(step, p, o, res):
-        return save_checkpoint(out, step, p, o, state_of(step, res), files, keep=cfg.keep_checkpoints)
+    def save(step, p, o, res):  # the FP8 amax histories are training state: they go in too
+        extra = fp8.state.checkpoint() if fp8 is not None and fp8.state.layers else None
+        return save_checkpoint(out, step, p, o, state_of(step, res), files, keep=cfg.keep_checkpoints, extra=extra)
 
     from accel.models.llama import causal_lm_loss
 
     loss_fn = causal_lm_loss(config)
-    if getattr(args, "fp8", None):  # docs/fp8.md; amax histories restart (current scaling) on resume
-        from accel import precision
-
-        loss_fn = precision.training_plan(args.fp8, config).wrap(loss_fn)
+    if fp8 is not None:
+        loss_fn = fp8.wrap(loss_fn)
     params, opt_state, result = train(loss_fn, params, data, cfg, backend,
                                       opt_state=opt_state, start_step=start, result=result, save=save,
                                       progress=not args.no_progress, comm=comm, plan=plan,

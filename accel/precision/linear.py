@@ -176,5 +176,9 @@ def linear(name: str, x: Tensor, weight: Tensor, bias: Tensor | None = None,
     scales = layer.scales()
     out = ops.fp8_linear(x, weight, bias, scales["x_scale"], scales["w_scale"], scales["g_scale"],
                          observer=layer.grad_observer(), **recipe.op_attrs())
-    layer.observe(ops.reshape(x, (math.prod(x.shape[:-1]), x.shape[-1])), weight)
+    if x.requires_grad or weight.requires_grad:
+        # Only training steps feed the histories: an evaluation pass in between (accel train's
+        # eval) uses the scales but must not shift them, or where evals fall would change training
+        # and a resumed run would not continue the uninterrupted one.
+        layer.observe(ops.reshape(x, (math.prod(x.shape[:-1]), x.shape[-1])), weight)
     return out

@@ -167,3 +167,46 @@ def plan_for(policy, config) -> Fp8Plan:
     policy = load_policy(policy)
     check_model(policy, linear_shapes(config), f"the {config.model_type} model")
     return Fp8Plan(policy.fp8_layers())
+
+
+def training_record(policy_path: str, plan: Fp8Plan) -> dict:
+    """What a training run's state records of its FP8 policy: the file, its sha256 and each FP8
+    layer's recipe, so that a resume can apply the same one (and refuse a different one)."""
+    import hashlib
+
+    with open(policy_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return {"policy": os.path.abspath(policy_path), "sha256": digest,
+            "recipes": {name: r.name for name, r in sorted(plan.recipes.items())}}
+
+
+def resume_plan(policy_path: str | None, config, backend, recorded: dict | None = None,
+                saved: tuple[dict, dict[str, str]] | None = None) -> tuple[Fp8Plan | None, dict | None]:
+    """(plan, record) for `accel train --fp8`: a new run's plan, or a resumed run's with the
+    amax histories its checkpoint saved (`saved`), so the delayed scaling goes on unchanged.
+
+    A resume without --fp8 applies the policy the run state recorded; one whose policy runs other
+    recipes than the recorded one, or whose checkpoint lacks the histories, is refused."""
+    if policy_path is None and recorded:
+        policy_path = recorded["policy"]
+        if not os.path.exists(policy_path):
+            raise PrecisionError(f"this run was trained with the FP8 policy {policy_path}, which no longer exists",
+                                 hint="pass --fp8 with a copy of that policy file")
+    if policy_path is None:
+        return None, None
+    plan = plan_for(policy_path, config)
+    record = training_record(policy_path, plan)
+    if recorded and recorded.get("recipes") != record["recipes"]:
+        changed = sorted(n for n in set(recorded.get("recipes", {})) | set(record["recipes"])
+                         if recorded.get("recipes", {}).get(n) != record["recipes"].get(n))
+        raise PrecisionError(f"FP8 policy {policy_path} runs other recipes than the one this run was trained "
+                             f"with ({recorded['policy']}): first differing layer {changed[0]!r}",
+                             hint=f"resume with --fp8 {recorded['policy']}, or start a new run")
+    delayed = plan.delayed_recipes()
+    if saved is not None:
+        plan.state.restore(saved[0], saved[1], delayed, backend)
+    elif recorded and delayed:
+        raise PrecisionError("the checkpoint has no FP8 amax histories (state.safetensors), but the run's "
+                             f"policy scales {len(delayed)} layers from them (first: {next(iter(delayed))!r})",
+                             hint="resume from a checkpoint written by accel train --fp8 with this policy")
+    return plan, record

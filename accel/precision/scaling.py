@@ -109,6 +109,22 @@ class DelayedScalingState:
             h.values = ops.cast(values.to(backend), dt.float32)
             h.filled = recipe.history_len if filled is None else int(filled.get(key, recipe.history_len))
 
+    def checkpoint(self) -> tuple[dict[str, Tensor], dict[str, str]]:
+        """(tensors, metadata) for a training checkpoint: every history by name, and how many
+        entries of each are filled (a history not yet full must stay so after a resume, or the
+        max over it would take the zeros it was created with as real amax values)."""
+        import json
+
+        return self.named_tensors(), {"fp8_amax_filled": json.dumps(self.filled_counts(), sort_keys=True)}
+
+    def restore(self, tensors: dict[str, Tensor], metadata: dict[str, str], recipes: dict[str, Recipe],
+                backend) -> None:
+        """Load what `checkpoint` wrote; the histories continue as if the run had not stopped."""
+        import json
+
+        filled = json.loads(metadata.get("fp8_amax_filled", "{}"))
+        self.load_named_tensors(tensors, recipes, backend, filled)
+
     def all_reduce_amax(self) -> None:
         """Max of every history across data-parallel ranks (one bucketed collective), so that all
         ranks quantize alike; call it after the backward pass, before the next step."""

@@ -3,6 +3,8 @@
     OUT/checkpoint-000100/model.safetensors      float32 master weights (Hugging Face names)
                          optimizer.safetensors  AdamW moments ("m.<name>", "v.<name>")
                          trainer_state.json     step, seed, data position, configs, loss history
+                         state.safetensors      other named training state, when there is any
+                                                (FP8 amax histories, "fp8_amax_history.<layer>.<x|w|g>")
                          config.json, tokenizer.json (so the checkpoint is also a model directory)
     OUT/latest                                  name of the newest complete checkpoint
 
@@ -40,6 +42,7 @@ CRASH_ENV = "ACCEL_TRAIN_CRASH"
 
 
 STATE = "trainer_state.json"
+EXTRA = "state.safetensors"  # named tensors of other training state (docs/fp8.md: amax histories)
 
 
 def _atomic_write_text(path: str, text: str) -> None:
@@ -64,9 +67,11 @@ def _crash_point(point: str, step: int) -> None:
 
 
 def save_checkpoint(out_dir: str, step: int, params: dict, opt_state: AdamState, state: dict,
-                    files: dict[str, str] | None = None, keep: int = 3) -> str:
+                    files: dict[str, str] | None = None, keep: int = 3,
+                    extra: tuple[dict, dict[str, str]] | None = None) -> str:
     """Write checkpoint `step` under out_dir; `files` maps names to text files to copy in
-    (config.json, tokenizer.json). Keeps the newest `keep` checkpoints. Returns its path.
+    (config.json, tokenizer.json); `extra` is (named tensors, string metadata) of other training
+    state, written to state.safetensors. Keeps the newest `keep` checkpoints. Returns its path.
     Raises DivergenceError, writing nothing, if a weight or moment is NaN or infinite."""
     from accel.train.health import check_finite
 
@@ -86,6 +91,8 @@ def save_checkpoint(out_dir: str, step: int, params: dict, opt_state: AdamState,
         _crash_point("mid-save", step)
         st.save_safetensors(os.path.join(tmp, "optimizer.safetensors"), moments,
                             {**meta, "optimizer_step": str(opt_state.step)})
+        if extra is not None:
+            st.save_safetensors(os.path.join(tmp, EXTRA), extra[0], {**meta, **extra[1]})
         for target, text in (files or {}).items():
             _atomic_write_text(os.path.join(tmp, target), text)
         _atomic_write_text(os.path.join(tmp, STATE), json.dumps({**state, "step": step}, indent=1))
@@ -166,6 +173,14 @@ def read_state(folder: str) -> dict:
         raise ModelError(f"{path} is damaged: {str(exc).splitlines()[0]}",
                          hint=f"resume from an earlier checkpoint, e.g. --resume {os.path.join(parent, older[-1])}"
                          if older else "the run cannot be resumed from this checkpoint; start a new run") from None
+
+
+def load_extra_state(path: str, backend=None) -> tuple[dict, dict[str, str]] | None:
+    """(named tensors, metadata) of a checkpoint's state.safetensors, or None if it has none."""
+    file = os.path.join(find_checkpoint(path), EXTRA)
+    if not os.path.exists(file):
+        return None
+    return st.load_safetensors(file, backend), st.read_metadata(file)
 
 
 def load_checkpoint(path: str, backend=None) -> tuple[dict, AdamState, dict]:
