@@ -77,12 +77,29 @@ class Tape:
         finally:
             self.paused = False
 
-    def backward(self, out: Tensor, seed: Tensor) -> dict[Tensor, Tensor]:
-        """Cotangents of every tracked tensor reached from `out` (leaves included)."""
+    def last_uses(self, leaves: list[Tensor]) -> dict[int, list[Tensor]]:
+        """Tape index -> the leaves whose earliest consumer it is: once the reverse walk has
+        passed that entry, nothing else adds to those leaves' gradients."""
+        wanted = {id(x): x for x in leaves}
+        first: dict[int, list[Tensor]] = {}
+        for index, entry in enumerate(self.entries):
+            tensors = (*entry.inputs[0], *entry.inputs[1:]) if entry.op.variadic else entry.inputs
+            for a in tensors:
+                if isinstance(a, Tensor) and id(a) in wanted:
+                    first.setdefault(index, []).append(wanted.pop(id(a)))
+        return first
+
+    def backward(self, out: Tensor, seed: Tensor,
+                 on_final: Callable[[int, dict], None] | None = None) -> dict[Tensor, Tensor]:
+        """Cotangents of every tracked tensor reached from `out` (leaves included).
+        `on_final(index, grads)` is called after entry `index` has been walked (None: no calls)."""
         grads: dict[Tensor, Tensor] = {out: seed}
-        for entry in reversed(self.entries):
+        for index in range(len(self.entries) - 1, -1, -1):
+            entry = self.entries[index]
             g = grads.pop(entry.out, None)
             if g is None:
+                if on_final is not None:
+                    on_final(index, grads)
                 continue
             op = entry.op
             in_grads = op.vjp(g, entry.out, *entry.inputs, **entry.attrs)
@@ -96,6 +113,8 @@ class Tape:
                 _check_grad(op, x, gx)
                 previous = grads.get(x)
                 grads[x] = gx if previous is None else previous + gx
+            if on_final is not None:
+                on_final(index, grads)
         return grads
 
     def release(self) -> None:
@@ -113,6 +132,37 @@ def _check_grad(op: Op, x: Tensor, gx: Tensor) -> None:
                  "broadcast dims) and dtype; fix the op's @op.defvjp rule in accel/ops/")
 
 
+class _Announcer:
+    """Calls on_grad_ready for each differentiated leaf once its gradient is final."""
+
+    def __init__(self, callback: "GradReady", pairs: list[tuple[tuple, Any]], tape: Tape) -> None:
+        self.callback = callback
+        self.path = {id(x): path for path, x in pairs}
+        self.leaves = [x for _, x in pairs if isinstance(x, Tensor) and x.dtype.is_floating]
+        self.final_at = tape.last_uses(self.leaves)
+        self.done: set[int] = set()
+
+    def after_entry(self, index: int, grads: dict) -> None:
+        for x in self.final_at.get(index, ()):
+            g = grads.get(x)
+            if g is not None:      # no gradient reached it: zeros at the end
+                self.done.add(id(x))
+                self.callback(self.path[id(x)], g)
+
+    def rest(self, grads: dict) -> None:
+        """The leaves not announced during the walk, with the gradients the call will return
+        (zeros stored into `grads` so that the call returns the same tensors)."""
+        for x in self.leaves:
+            if id(x) in self.done:
+                continue
+            g = grads.get(x)
+            if g is None:
+                from accel.ops import zeros_like
+
+                g = grads[x] = zeros_like(x)
+            self.callback(self.path[id(x)], g)
+
+
 # --- pytrees: a Tensor, or dicts / lists / tuples of them -----------------------------------
 def tree_leaves(tree) -> list:
     if isinstance(tree, dict):
@@ -120,6 +170,15 @@ def tree_leaves(tree) -> list:
     if isinstance(tree, (list, tuple)):
         return [leaf for item in tree for leaf in tree_leaves(item)]
     return [tree]
+
+
+def tree_paths(tree, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
+    """(path, leaf) pairs in tree_leaves order; a path is the tuple of keys / indices."""
+    if isinstance(tree, dict):
+        return [pair for key in tree for pair in tree_paths(tree[key], (*prefix, key))]
+    if isinstance(tree, (list, tuple)):
+        return [pair for i, item in enumerate(tree) for pair in tree_paths(item, (*prefix, i))]
+    return [(prefix, tree)]
 
 
 def tree_map(fn: Callable, tree):
@@ -131,7 +190,11 @@ def tree_map(fn: Callable, tree):
 
 
 # --- the public API -------------------------------------------------------------------------
-def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = False) -> Callable:
+GradReady = Callable[[tuple, Tensor], None]
+
+
+def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = False,
+                   on_grad_ready: GradReady | None = None) -> Callable:
     """`value_and_grad(fn)(*args) -> (value, grads)`: fn's scalar result and its gradient.
 
     `argnums` picks the differentiated positional arguments; each may be a Tensor or a pytree
@@ -139,6 +202,14 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, *, has_aux: b
     leaves are differentiated (an integer leaf's gradient is None); a leaf that the result does
     not depend on gets zeros. With has_aux=True fn returns (value, aux) and the call returns
     ((value, aux), grads). Gradients have each leaf's shape and dtype.
+
+    `on_grad_ready(path, grad)` is called once per differentiated leaf, during the backward
+    walk, as soon as that leaf's gradient is final (the walk has passed the earliest op that
+    read it), with the very tensor the call returns; `path` is the leaf's keys / indices in its
+    argument (prefixed by its position in `argnums` when argnums is a sequence). Leaves no op
+    read, or that got no gradient, are called at the end with their zeros. A data-parallel
+    trainer launches gradient all-reduces from it while the rest of the backward runs (DDP's
+    hooks). Without it the walk is unchanged.
     """
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
@@ -148,8 +219,9 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, *, has_aux: b
             if n >= len(args):
                 raise OpError(f"value_and_grad: argnums {argnums} but only {len(args)} positional "
                               f"arguments were given", hint="pass the differentiated arguments positionally")
-        leaves = [leaf for n in nums for leaf in tree_leaves(args[n])]
-        watched = [x for x in leaves if isinstance(x, Tensor) and x.dtype.is_floating]
+        pairs = [((n,) + path if not single else path, leaf)
+                 for n in nums for path, leaf in tree_paths(args[n])]
+        watched = [x for _, x in pairs if isinstance(x, Tensor) and x.dtype.is_floating]
         if len({id(x) for x in watched}) != len(watched):
             raise OpError("value_and_grad: the same tensor object appears twice among the "
                           "differentiated arguments", hint="pass each parameter once (tie weights "
@@ -171,10 +243,14 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, *, has_aux: b
                               hint="reduce the result (accel.ops.sum / mean), or return (loss, aux) "
                                    "with has_aux=True")
             grads = {}
+            announce = None if on_grad_ready is None else _Announcer(on_grad_ready, pairs, tape)
             if value in tape.tracked:
                 from accel.ops import full_like
 
-                grads = tape.backward(value, full_like(value, 1.0))
+                grads = tape.backward(value, full_like(value, 1.0),
+                                      None if announce is None else announce.after_entry)
+            if announce is not None:
+                announce.rest(grads)
         finally:
             tape.release()
             for x, flag in zip(watched, previous):

@@ -29,7 +29,7 @@ from accel.train.comm import Comm
 from accel.train.data import TokenData
 from accel.train.health import SpikeGuard
 from accel.train.optimizers import Replicated, ZeroSharded
-from accel.train.reducers import BucketedMean, FixedOrderSum, LocalMean
+from accel.train.reducers import BucketedMean, FixedOrderSum, GradBuckets, LocalMean
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,15 @@ class Trainer:
         self.cfg, self.plan, self.data, self.backend = cfg, plan, data, accel.get_backend(backend)
         self.comm = comm or Comm()
         self.compute = dt.as_dtype(cfg.dtype)
-        self.step_loss = value_and_grad((make_loss or default_make_loss)(loss_fn, self.compute))
+        self.loss = (make_loss or default_make_loss)(loss_fn, self.compute)
+        self.step_loss = value_and_grad(self.loss)
+        self.grad_buckets: GradBuckets | None = None   # the bucket plan (data parallel, replicated)
+        self.buckets_learned = False
         self.spike = SpikeGuard(cfg.spike_factor, cfg.on_spike)
         self.sample_log = os.environ.get("ACCEL_TRAIN_SAMPLE_LOG")
+        # ACCEL_TRAIN_OVERLAP=0: buckets launched after the backward (the before/after figure
+        # of benchmarks/overlap_buckets.py); the reduced values are the same either way
+        self.overlap = os.environ.get("ACCEL_TRAIN_OVERLAP", "1") != "0"
         self.optimizer = None
         self.comm_seconds = 0.0   # waiting for the gradient reduction and the loss (not ZeRO's)
 
@@ -70,6 +76,9 @@ class Trainer:
         """Every rank starts from rank 0's weights; `opt_state` is the whole (gathered) state."""
         if self.comm.world_size > 1:
             params = {k: self.comm.broadcast(v, src=0) for k, v in params.items()}
+        if self.overlaps():
+            self.grad_buckets = GradBuckets.reverse_of(params, self.bucket_bytes)
+            self.buckets_learned = False
         opt = self.cfg.optimizer()
         self.optimizer = ZeroSharded(opt, self.comm, params) if self.cfg.zero else Replicated(opt, self.comm)
         state = self.optimizer.init(params) if opt_state is None else self.optimizer.from_full(opt_state, params)
@@ -79,12 +88,34 @@ class Trainer:
         """The optimizer state keyed by parameter name (gathers ZeRO shards: all ranks call it)."""
         return self.optimizer.full_state(state.opt)
 
+    @property
+    def bucket_bytes(self) -> int:
+        return int(self.cfg.bucket_mb * 2 ** 20)
+
+    def overlaps(self) -> bool:
+        """Buckets all-reduced during the backward: replicated data parallel. ZeRO-1 reduce-
+        scatters in its optimizer, --deterministic-reduction all-gathers after the step."""
+        return self.comm.world_size > 1 and not self.cfg.zero and not self.plan.shards
+
     def reducer(self):
         if self.plan.shards:
             return FixedOrderSum(self.plan.shards, self.comm)
-        if self.comm.world_size == 1 or self.cfg.zero:
+        if not self.overlaps():
             return LocalMean(self.plan.grad_accum)
-        return BucketedMean(self.plan.grad_accum, self.comm, int(self.cfg.bucket_mb * 2 ** 20))
+        return BucketedMean(self.plan.grad_accum, self.comm, self.grad_buckets)
+
+    def relearn_buckets(self, params: dict[str, Tensor], ready_order: list[str]) -> None:
+        """After the first step, plan the buckets in the order the backward finished the
+        gradients (DDP rebuilds its buckets the same way), rank 0's order on every rank so the
+        collectives still line up."""
+        names = list(params)
+        seen = set(ready_order)
+        ready_order = [n for n in ready_order if n in params] + [n for n in reversed(names) if n not in seen]
+        index = {n: i for i, n in enumerate(names)}
+        mine = accel.from_numpy(np.asarray([index[n] for n in ready_order], np.int64), self.backend)
+        order = [names[int(i)] for i in self.comm.broadcast(mine, src=0).numpy()]
+        self.grad_buckets = GradBuckets.plan(params, order, self.bucket_bytes)
+        self.buckets_learned = True
 
     # --- one step -------------------------------------------------------------------------
     def lr_at(self, consumed: int) -> float:
@@ -102,9 +133,14 @@ class Trainer:
             windows = self.data.windows("train", ids, self.cfg.seq_len, self.cfg.seed)
             x = accel.from_numpy(windows[:, :-1], self.backend)
             y = accel.from_numpy(windows[:, 1:], self.backend)
-            loss, grads = self.step_loss(params, x, y)
+            last = micro == self.plan.grad_accum - 1 and self.overlap
+            hook = getattr(reducer, "on_grad_ready", None) if last else None
+            if hook is None:
+                loss, grads = self.step_loss(params, x, y)
+                reducer.add(grads)
+            else:   # the last micro-batch: buckets start while its backward runs
+                loss, _ = value_and_grad(self.loss, on_grad_ready=hook)(params, x, y)
             losses.append(float(loss))
-            reducer.add(grads)
         return losses
 
     def global_loss(self, losses: list[float]) -> float:
@@ -124,6 +160,8 @@ class Trainer:
         if not isinstance(grads, dict):
             grads = grads.wait()
         self.comm_seconds += time.perf_counter() - started
+        if isinstance(reducer, BucketedMean) and not self.buckets_learned:
+            self.relearn_buckets(state.params, reducer.ready_order)
         lr = self.lr_at(state.consumed)
         spike = self.spike.check(step + 1, loss)     # steps are counted from 1 in messages
         after = replace(state, step=step + 1, consumed=state.consumed + self.plan.global_batch)
