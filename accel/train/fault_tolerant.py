@@ -11,6 +11,11 @@ One process is one replica group. Each step:
 4. `manager.should_commit()` — if any participant failed (died, hung past the timeout, raised a
    DeviceError it could not recover from), the step is discarded and redone with the next quorum;
    otherwise the optimizer applies the global-batch gradient and the step and cursor advance.
+5. Every `save_every` committed steps and at the end, participant 0 of the committing quorum
+   (torchft orders participants by replica id, so every replica agrees who that is) writes the
+   same world-size-independent checkpoint as the normal loop (accel/train/checkpoints.py): only
+   committed state reaches disk, and `--resume` starts every replica from it after the whole job
+   was lost.
 
 Each participant's partial sum is rounded to float32 values and the all-reduce adds them in
 float64, where a sum of a few float32 values is exact: the result does not depend on the order
@@ -24,6 +29,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -72,6 +78,34 @@ class StepPlan:
 
 
 @dataclass
+class History:
+    """The job's committed losses and participant counts, one per step from step 0: a healed
+    replica receives them with the state, a checkpoint keeps them, so whichever replica writes
+    the next checkpoint or training.json has the whole run's record."""
+
+    losses: list[float] = field(default_factory=list)
+    participants: list[int] = field(default_factory=list)
+
+    def to_wire(self) -> dict:
+        import torch
+
+        # the length leads, so an empty history is still a non-empty tensor on the wire
+        return {"history_losses": torch.tensor([float(len(self.losses)), *self.losses], dtype=torch.float64),
+                "history_participants": torch.tensor([len(self.participants), *self.participants],
+                                                     dtype=torch.int64)}
+
+    @classmethod
+    def from_wire(cls, wire: dict) -> "History":
+        losses, participants = wire["history_losses"].tolist(), wire["history_participants"].tolist()
+        return cls([float(x) for x in losses[1:]], [int(x) for x in participants[1:]])
+
+
+def save_due(step: int, cfg: TrainConfig) -> bool:
+    """Is a checkpoint due after `step` committed steps? (The normal loop's cadence.)"""
+    return step == cfg.steps or bool(cfg.save_every and step % cfg.save_every == 0)
+
+
+@dataclass
 class FTResult:
     losses: list[float] = field(default_factory=list)       # global loss of each committed step
     participants: list[int] = field(default_factory=list)   # replicas that took part, per step
@@ -79,6 +113,8 @@ class FTResult:
     seconds: float = 0.0
     committed_seconds: float = 0.0                          # time in steps that committed
     state: ReplicaState | None = None
+    history: History = field(default_factory=History)   # the job's, steps 0.. (not only this replica's)
+    checkpoints: list[str] = field(default_factory=list)  # written by this replica
 
 
 def local_gradient(loss_and_grad, state: ReplicaState, data, ids: range, plan: StepPlan, participants: int,
@@ -143,8 +179,13 @@ def mark_finished(out: str) -> None:
 
 
 def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend, ft: FaultToleranceConfig,
-                         out: str, *, global_batch: int, replica: str, log_every: int = 0) -> FTResult:
-    """Train this replica until `cfg.steps` steps are committed by the job (see the module doc)."""
+                         out: str, *, global_batch: int, replica: str, log_every: int = 0,
+                         start: tuple[ReplicaState, History] | None = None,
+                         save: Callable[[ReplicaState, History], str] | None = None) -> FTResult:
+    """Train this replica until `cfg.steps` steps are committed by the job (see the module doc).
+
+    `start`: the state and history of a checkpoint to continue from (`--resume`); `save(state,
+    history)` writes a checkpoint and returns its path, called on one replica per due step."""
     from torch.distributed import ReduceOp
     import torch
 
@@ -161,21 +202,33 @@ def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend,
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     events = EventLog(out, replica)
     events.emit("start", restart=restart, backend=backend.spec, spare=ft.spare_device or None)
-    holder = {"state": ReplicaState(params, optimizer.init(params), 0, 0, cfg.seed)}
+    if start is None:
+        start = ReplicaState(params, optimizer.init(params), 0, 0, cfg.seed), History()
+    if start[0].samples != start[0].step * plan.global_batch:
+        raise TrainConfigError(f"the checkpoint is at step {start[0].step} with data cursor {start[0].samples}, "
+                               f"which is not step × global batch {plan.global_batch}",
+                               hint="resume with the global batch the checkpoint was trained with "
+                                    "(--global-batch-size)")
+    holder = {"state": start[0], "history": History(list(start[1].losses), list(start[1].participants))}
+    first_step = start[0].step
     failover = DeviceFailover(backend, ft.spare_device, events)
     failover.remember(holder["state"])
     loss_and_grad = value_and_grad(make_loss(loss_fn, compute))
 
     def state_dict() -> dict:
         maybe_pause("send_state", holder["state"].step, replica, restart, events)
-        return to_wire(holder["state"])
+        return {**to_wire(holder["state"]), **holder["history"].to_wire()}
 
     def load_state_dict(wire: dict) -> None:
         maybe_pause("recv_state", int(wire["counters"][1]), replica, restart, events)
         holder["state"] = from_wire(wire, holder["state"], failover.backend)
+        holder["history"] = History.from_wire(wire)
         failover.remember(holder["state"])
 
     manager, _store = make_manager(ft, replica, state_dict, load_state_dict)
+    if first_step:  # resumed: torchft's step is the checkpoint's, so the quorum starts there
+        manager.load_state_dict({"step": first_step, "batches_committed": 0})
+        events.emit("resumed", step=first_step, samples=start[0].samples)
     if not os.path.exists(_marker(out, "committed")):  # heartbeating now: the lighthouse waits for us
         wait_for_peers(out, replica, ft.replicas, ft.quorum_timeout_s)
     result = FTResult()
@@ -205,7 +258,7 @@ def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend,
                 seen_participants = n
             if step >= cfg.steps:
                 break
-            if step == 0 and n == 1 and ft.replicas > 1 and job_finished(out):
+            if step == first_step and n == 1 and ft.replicas > 1 and job_finished(out):
                 events.emit("orphan", reason="the job finished before this replica joined")
                 break
             state = holder["state"]
@@ -240,11 +293,21 @@ def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend,
                 lambda s: apply_update(optimizer, s, buf.numpy(), layout, cfg, failover.backend, master, plan,
                                        step), holder["state"])
             failover.remember(holder["state"])
-            if step == 0:
+            if not result.losses:
                 open(_marker(out, "committed"), "w").close()
             events.emit("commit", step=step, loss=loss, participants=n)
             result.losses.append(loss)
             result.participants.append(n)
+            history = holder["history"]
+            del history.losses[step:], history.participants[step:]  # a heal may have brought a longer one
+            history.losses.append(loss)
+            history.participants.append(n)
+            if save is not None and rank == 0 and save_due(step + 1, cfg):
+                t_save = time.perf_counter()
+                path = save(holder["state"], history)
+                result.checkpoints.append(path)
+                events.emit("checkpoint", step=step + 1, path=path, participants=n,
+                            seconds=time.perf_counter() - t_save)
             result.committed_seconds += now - t0
             last_commit = now
             if log_every and (step + 1) % log_every == 0:
@@ -254,6 +317,7 @@ def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend,
         manager.shutdown(wait=False)
     result.seconds = time.perf_counter() - started
     result.state = holder["state"]
+    result.history = holder["history"]
     if result.state.step >= cfg.steps:
         mark_finished(out)
     events.emit("done", step=result.state.step, committed_here=len(result.losses),

@@ -141,7 +141,7 @@ def test_cli_refuses_a_batch_the_replicas_cannot_share_before_starting_anything(
     assert code == 1 and "divide among the 3 replicas" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "ft").exists()  # no lighthouse, no torchrun was started
     code = main(["train", "--fault-tolerant", "--resume", str(tmp_path), "--out", str(tmp_path / "run")])
-    assert code == 1 and "does not resume" in capsys.readouterr().err
+    assert code == 1 and "no complete training checkpoint" in capsys.readouterr().err
     code = main(["train", "--fault-tolerant", "--zero", "1", "--out", str(tmp_path / "run")])
     assert code == 1 and "--zero cannot be combined with --fault-tolerant" in capsys.readouterr().err
 

@@ -5,7 +5,11 @@ into training.json (accel/distributed/fault_tolerance/report.py).
 Kinds: start (a process began; `restart` counts torchrun restarts), quorum (the participant set
 changed), heal (state received from a peer), quorum_failed (the quorum or a heal raised), step_aborted (a step was not committed: the cause,
 how long after the step began it was detected), device_retry (a DeviceError moved this rank to its
-spare device), step (a step this replica trained: its samples, and whether it committed), done.
+spare device), step (a step this replica trained: its samples, and whether it committed), resumed
+(this process started from a checkpoint), checkpoint (this replica wrote one: step, path, seconds),
+done. The launcher logs one `attempt` per launch (from_step: 0, or the checkpoint's step on
+--resume); a resumed job appends to the same files, and an attempt voids the earlier attempts'
+commits of its steps and later (report.py).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import sys
 import time
 
 FT_DIR = "ft"
+LAUNCHER = "launcher"   # the replica name of the launcher's own events
 _QUIET_KINDS = frozenset({"step"})  # one per step: in the file, not in the log
 
 

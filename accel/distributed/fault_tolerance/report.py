@@ -17,19 +17,26 @@ from accel.distributed.fault_tolerance.events import read_events
 def fold(out: str) -> dict:
     events = read_events(out)
     commits: dict[int, dict] = {}
+    quorum_of: dict[int, object] = {}
     shares = defaultdict(list)  # (step, quorum) -> [start, stop) shares
-    for e in events:
-        if e["kind"] == "commit":
-            commits.setdefault(e["step"], e)
-        elif e["kind"] == "step":
-            shares[(e["step"], e["quorum"])].append((e["replica"], tuple(e["samples"])))
-    quorum_of = {}
-    # the committing quorum of a step: the quorum of the last `step` record of a committing replica
     last_step_record = {}
     for e in events:
-        if e["kind"] == "step":
+        if e["kind"] == "attempt":
+            # a relaunch from a checkpoint at step k: what earlier attempts committed from k on
+            # was lost with them and is trained again (quorum ids restart with the new lighthouse)
+            k = e["from_step"]
+            for table in (commits, quorum_of):
+                for s in [s for s in table if s >= k]:
+                    del table[s]
+            for key in [key for key in shares if key[0] >= k]:
+                del shares[key]
+            last_step_record.clear()
+        elif e["kind"] == "step":
+            shares[(e["step"], e["quorum"])].append((e["replica"], tuple(e["samples"])))
             last_step_record[(e["replica"], e["pid"], e["step"])] = e["quorum"]
-        elif e["kind"] == "commit":
+        elif e["kind"] == "commit" and e["step"] not in commits:
+            # the committing quorum: that of the last `step` record of the committing replica
+            commits[e["step"]] = e
             quorum_of[e["step"]] = last_step_record.get((e["replica"], e["pid"], e["step"]))
     samples = {s: sorted({share for _, share in shares[(s, quorum_of[s])]}) for s in commits}
     starts = [e for e in events if e["kind"] == "start"]
@@ -54,8 +61,13 @@ def fold(out: str) -> dict:
                    "seconds": e["seconds"], "ok": e["ok"]} for e in heals],
         "device_retries": [{k: e[k] for k in ("replica", "failed_device", "spare", "step", "error",
                                               "retry_seconds")} for e in device],
+        "attempts": [{"from_step": e["from_step"], "checkpoint": e.get("checkpoint"), "t": e["t"]}
+                     for e in events if e["kind"] == "attempt"],
+        "checkpoints": [{k: e[k] for k in ("replica", "step", "path", "participants", "seconds")}
+                        for e in events if e["kind"] == "checkpoint"],
         "wall_seconds": wall,
-        "effective_time_share": _effective_share(events, wall),
+        # of the last attempt: the time between a lost job and its --resume is not the job's
+        "effective_time_share": _effective_share(*_last_attempt(events)),
         "replica_seconds": committed_time,
     }
 
@@ -94,6 +106,12 @@ def _failures(events: list[dict]) -> list[dict]:
         times = list(entry["detected_by"].values())
         out.append({**entry, "detected_after_s": min(times), "last_detected_after_s": max(times)})
     return out
+
+
+def _last_attempt(events: list[dict]) -> tuple[list[dict], float]:
+    starts = [e["t"] for e in events if e["kind"] == "attempt"]
+    recent = [e for e in events if not starts or e["t"] >= starts[-1]]
+    return recent, max(recent[-1]["t"] - recent[0]["t"], 1e-9) if recent else 1e-9
 
 
 def _effective_share(events: list[dict], wall: float) -> float:
