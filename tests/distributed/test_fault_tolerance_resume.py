@@ -91,6 +91,7 @@ def test_whole_job_killed_resumes_from_the_checkpoint_exactly(killed_and_resumed
     saves = [(c["step"], c["replica"]) for c in ft["checkpoints"]]
     assert saves == [(3, "0"), (6, "0"), (STEPS, "0")], saves
     assert record["history"]["participants"] == [REPLICAS] * STEPS
+    assert [(g["start_step"], g["end_step"]) for g in record["history"]["segments"]] == [(0, newest), (newest, STEPS)]
     losses, state = replay(record, STEPS, BATCH, REPLICAS)
     assert record["history"]["losses"] == losses  # the one-process run that never stopped
     finals = final_states(out)

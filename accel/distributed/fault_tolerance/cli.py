@@ -130,6 +130,10 @@ def _check_before_launch(args, cfg: FaultToleranceConfig) -> int:
         if digest != state["data"]["sha256"]:
             raise ModelError(f"{data} is not the text this run was trained on (sha256 differs)",
                              hint="resume with the same --data file, or start a new run")
+        if int(state["data"]["position"]) != state["step"] * global_batch:
+            raise ModelError(f"{args.resume} is at step {state['step']} with data cursor {state['data']['position']}, "
+                             f"not step × the global batch {global_batch}",
+                             hint="resume with the checkpoint's --global-batch-size")
         if state["step"] >= cfg_train.steps:
             raise ModelError(f"{args.resume} is already at step {state['step']}; --steps {cfg_train.steps} "
                              "leaves nothing to do", hint=f"pass --steps larger than {state['step']}")
@@ -232,12 +236,16 @@ def run_replica(args) -> int:
     files = {"config.json": json.dumps(config.to_dict(), indent=1), "tokenizer.json": tokenizer_json,
              "tokenizer_config.json": train_cli._tokenizer_config(tokenizer)}
     resumed_from = {"checkpoint": folder, "step": state["step"]} if state else None
+    # the runs this one continues (a normal-loop checkpoint's too), then this one
+    segments = [*(state["history"].get("segments", []) if state else []),
+                {"start_step": state["step"] if state else 0, "fault_tolerant": True, "replicas": cfg_ft.replicas,
+                 "batch_policy": cfg_ft.batch_policy, "global_batch": global_batch}]
 
     def save(st, history) -> str:
         from accel.train.checkpoints import save_checkpoint
 
         return save_checkpoint(args.out, st.step, st.params, st.opt,
-                               checkpoint_state(st, history, cfg, cfg_ft, config, data, backend, spec,
+                               checkpoint_state(st, history, cfg, segments, config, data, backend, spec,
                                                 resumed_from), files, keep=cfg.keep_checkpoints)
 
     result = train_fault_tolerant(causal_lm_loss(config), params, data, cfg, backend, cfg_ft, args.out,
@@ -254,7 +262,7 @@ def run_replica(args) -> int:
                                   "samples": str(final_state.samples)})
     train_cli._write_model_dir(args.out, final_state.params, files, args.save_dtype)
     write_record(args.out, cfg_ft, extra={
-        **checkpoint_state(final_state, result.history, cfg, cfg_ft, config, data, backend, spec, resumed_from),
+        **checkpoint_state(final_state, result.history, cfg, segments, config, data, backend, spec, resumed_from),
         "global_batch": global_batch, "checkpoints_written_here": result.checkpoints})
     return 0
 
@@ -285,11 +293,11 @@ def _start_from(folder: str, state: dict, backend, seed: int):
             History([float(x) for x in history["losses"][:step]], [int(x) for x in participants[:step]]))
 
 
-def checkpoint_state(st, history, cfg, cfg_ft: FaultToleranceConfig, config, data, backend, spec,
+def checkpoint_state(st, history, cfg, segments: list[dict], config, data, backend, spec,
                      resumed_from) -> dict:
     """trainer_state.json in the normal loop's format (accel/cli/train.py), so either loop resumes
     the other's checkpoint; the fault-tolerant extras are the participants per step."""
-    participants = history.participants[-1] if history.participants else cfg_ft.replicas
+    participants = history.participants[-1] if history.participants else segments[-1]["replicas"]
     return {"format": "accel-train-2", "step": st.step, "seed": cfg.seed, "backend": backend.spec,
             "backend_spec": spec or backend.spec, "backends": [backend.spec] * participants,
             "world_size": participants, "consumed_samples": st.samples,
@@ -298,9 +306,7 @@ def checkpoint_state(st, history, cfg, cfg_ft: FaultToleranceConfig, config, dat
                      "val_tokens": int(len(data.val)), "position": st.samples, "unit": "samples"},
             "model_config": config.to_dict(), "train_config": dataclasses.asdict(cfg),
             "history": {"losses": history.losses, "participants": history.participants, "evals": [],
-                        "segments": [{"end_step": st.step, "fault_tolerant": True, "replicas": cfg_ft.replicas,
-                                      "batch_policy": cfg_ft.batch_policy,
-                                      "global_batch": cfg.global_batch_size}],
+                        "segments": [*segments[:-1], {**segments[-1], "end_step": st.step}],
                         "spikes": [], "spike_state": {}},
             "resumed_from": resumed_from}
 
