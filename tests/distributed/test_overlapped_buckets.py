@@ -1,7 +1,8 @@
 """Gradient buckets start during the backward pass (2 real processes, gloo on 127.0.0.1): on the
 last micro-batch the data-parallel reducer launches a bucket's all-reduce from value_and_grad's
-on_grad_ready hook while the walk is still producing other gradients (seen through the
-collective engine's own call counter), in plan order on both ranks, and the reduced gradient is
+on_grad_ready hook while the walk is still producing other gradients (the collective engine's
+own call counter against the ops the walk dispatches after it, seen by a dispatch interceptor),
+in plan order on both ranks, and the reduced gradient is
 the mean over ranks and micro-batches worked out in numpy float64 from each rank's plain
 value_and_grad gradients."""
 from __future__ import annotations
@@ -23,6 +24,7 @@ def scenario(backend: str) -> dict:
     from accel.models.config import LlamaConfig
     from accel.models.llama import forward, init_params
     from accel import ops
+    from accel.core import dispatch
     from accel.train.comm import TorchComm
     from accel.train.reducers import BucketedMean, GradBuckets
 
@@ -47,15 +49,40 @@ def scenario(backend: str) -> dict:
     calls = lambda: dist.collective_stats.snapshot().get("all_reduce", {}).get("calls", 0)  # noqa: E731
     before = calls()
     events = []
+    walk_ops = []          # every op the backward walk itself dispatches (the hook's own excluded)
+    in_hook = [False]
+
+    def count_ops(op, args, attrs):
+        if not in_hook[0]:
+            walk_ops.append(op.name)
+        return NotImplemented          # runs as usual
 
     def hook(path, grad):
+        in_hook[0] = True
         reducer.on_grad_ready(path, grad)
-        events.append([path[0], len(reducer.launched), calls() - before])
+        in_hook[0] = False
+        events.append([path[0], len(reducer.launched), calls() - before, len(walk_ops)])
 
-    value_and_grad(loss, on_grad_ready=hook)(params, batches[1])       # the last micro-batch
+    dispatch.push_interceptor(count_ops)
+    try:
+        value_and_grad(loss, on_grad_ready=hook)(params, batches[1])   # the last micro-batch
+    finally:
+        dispatch.pop_interceptor(count_ops)
     launched_by_walk = len(reducer.launched)
+    walk_ops_total = len(walk_ops)
     reduced = reducer.finish().wait()
+
+    # the next step's plan follows the order this walk finished the gradients (Trainer.relearn_buckets)
+    learned = GradBuckets.plan(params, reducer.ready_order, BUCKET_BYTES)
+    reducer = BucketedMean(1, TorchComm(dist), learned)
+    learned_events = []
+    value_and_grad(loss, on_grad_ready=lambda path, g: (reducer.on_grad_ready(path, g),
+                                                        learned_events.append([path[0], len(reducer.launched)])))(
+        params, batches[0])
+    reducer.finish().wait()
     return {"events": events, "buckets": [list(b) for b in plan.buckets], "launched_by_walk": launched_by_walk,
+            "walk_ops_total": walk_ops_total,
+            "learned_events": learned_events, "learned_buckets": [list(b) for b in learned.buckets],
             "plain": [{k: v.numpy().tolist() for k, v in g.items()} for g in plain],
             "reduced": {k: v.numpy().tolist() for k, v in reduced.items()}}
 
@@ -73,9 +100,11 @@ def test_first_bucket_launched_while_the_backward_still_ran(ranks):
         events = r["events"]
         assert len(events) == len({e[0] for e in events}) == sum(len(b) for b in r["buckets"])
         first = next(i for i, e in enumerate(events) if e[1] > 0)
-        # the engine counted the all-reduce at that point, and more gradients came after it
+        # the engine counted the all-reduce at that point, and the walk went on to dispatch more
+        # of the backward's ops and finish more gradients after it
         assert events[first][2] >= 1
         assert first < len(events) - 1
+        assert r["walk_ops_total"] - events[first][3] > 20, (r["walk_ops_total"], events[first])
         assert len(r["buckets"]) > 2 and r["launched_by_walk"] == len(r["buckets"])
 
 
@@ -83,13 +112,26 @@ def test_buckets_launched_in_plan_order_once_complete_and_alike_on_both_ranks(ra
     for r in ranks:
         ready: set[str] = set()
         launched = 0
-        for name, count, engine_calls in r["events"]:
+        for name, count, engine_calls, _ in r["events"]:
             ready.add(name)
             assert count >= launched and engine_calls == count      # one collective per bucket
             for k in range(launched, count):                        # bucket k only once complete
                 assert set(r["buckets"][k]) <= ready
             launched = count
     assert ranks[0]["events"] == ranks[1]["events"] and ranks[0]["buckets"] == ranks[1]["buckets"]
+
+
+def test_with_the_learned_plan_each_bucket_leaves_with_its_last_gradient(ranks):
+    """In the order the walk finishes gradients, no bucket waits for a later one."""
+    for r in ranks:
+        ready: set[str] = set()
+        for name, count in r["learned_events"]:
+            ready.add(name)
+            complete = 0
+            while complete < len(r["learned_buckets"]) and set(r["learned_buckets"][complete]) <= ready:
+                complete += 1
+            assert count == complete
+        assert r["learned_buckets"] != r["buckets"]     # the reverse parameter order was not it
 
 
 def test_reduced_gradient_is_the_mean_over_ranks_and_micro_batches(ranks):
