@@ -175,3 +175,29 @@ def test_normal_loop_checkpoint_resumes_fault_tolerant(tmp_path):
     assert record["history"]["losses"][:3] == plain["history"]["losses"][:3]
     np.testing.assert_allclose(record["history"]["losses"][3:], plain["history"]["losses"][3:], rtol=1e-5)
     assert record["history"]["participants"][3:] == [REPLICAS] * (STEPS - 3)
+
+
+@pytest.mark.slow
+def test_writer_killed_mid_save_leaves_the_previous_checkpoint_and_the_job_goes_on(tmp_path):
+    """The writer (replica 0) is SIGKILLed halfway through writing checkpoint 4 (after step 3
+    committed: the step stays committed). The other replica goes on, torchrun restarts replica 0
+    and it heals; checkpoint 4 never becomes complete, the later ones are written by whoever is
+    participant 0 then, and the newest complete checkpoint resumes to the replay's weights."""
+    from accel.train.checkpoints import CRASH_ENV, complete_checkpoints, load_checkpoint
+
+    out, steps = str(tmp_path / "run"), 6
+    proc = subprocess.Popen(job_command(out, REPLICAS, steps, BATCH, "--save-every", "2", "--keep-checkpoints", "5"),
+                            env={**os.environ, "OMP_NUM_THREADS": "1", CRASH_ENV: "mid-save:4"},
+                            stdout=open(out + ".log", "w"), stderr=subprocess.STDOUT, cwd=ROOT)
+    record = finish(proc, out)
+    ft = record["fault_tolerance"]
+    assert ft["committed_steps"] == steps and check_exactly_once(ft, steps, BATCH) == []
+    assert ft["restarts"] >= 1
+    assert complete_checkpoints(out) == ["checkpoint-000002", "checkpoint-000006"]
+    assert [c["step"] for c in ft["checkpoints"]] == [2, 6]
+    losses, state = replay(record, steps, BATCH, REPLICAS)
+    assert record["history"]["losses"] == losses
+    params, _, saved = load_checkpoint(os.path.join(out, "checkpoint-000006"), "numpy")
+    assert saved["history"]["losses"] == losses
+    for name, value in state.params.items():
+        assert np.array_equal(np.asarray(params[name]), np.asarray(value)), name
