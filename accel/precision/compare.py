@@ -34,12 +34,14 @@ class RunResult:
         return np.asarray(out)
 
 
-def all_blocks_plan(config, recipe: str) -> Fp8Plan:
-    """Every linear of the transformer blocks in FP8 with `recipe` (the LM head stays out)."""
+def all_blocks_plan(config, recipe: str, exclude: tuple[str, ...] = ()) -> Fp8Plan:
+    """Every linear of the transformer blocks in FP8 with `recipe` (the LM head stays out), less
+    those whose name contains one of `exclude` (e.g. ("v_proj",), see docs/fp8.md)."""
     from .policy import linear_shapes
 
     r = get_recipe(recipe)
-    return Fp8Plan({n: r for n in linear_shapes(config) if n.startswith("model.layers.")})
+    return Fp8Plan({n: r for n in linear_shapes(config)
+                    if n.startswith("model.layers.") and not any(e in n for e in exclude)})
 
 
 def mixed_loss(config):
