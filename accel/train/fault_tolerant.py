@@ -271,11 +271,13 @@ def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend,
             except accel.DeviceError as exc:  # no spare left: contribute nothing, fail the step everywhere
                 vector = np.zeros(layout.size + 1, dtype=np.float64)
                 manager.report_error(exc)
+            # logged before the all-reduce: a replica killed inside it, after a peer's all-reduce
+            # already completed (that peer then commits), has still recorded its share
+            events.emit("step", step=step, quorum=getattr(manager, "_quorum_id", None), participants=n,
+                        rank=rank, samples=[ids.start, ids.stop])
             maybe_pause("allreduce", step, replica, restart, events)
             buf = torch.from_numpy(vector)
             manager.allreduce(buf, reduce_op=ReduceOp.SUM).wait()
-            events.emit("step", step=step, quorum=getattr(manager, "_quorum_id", None), participants=n,
-                        rank=rank, samples=[ids.start, ids.stop])
             committed = manager.should_commit()
             now = time.perf_counter()
             if not committed:

@@ -140,7 +140,7 @@ def _live_replicas(out: str) -> list[tuple[str, int]]:
     """(replica, pid) of the processes that are alive and have committed since they started."""
     live = []
     evs = events(out)
-    for replica in sorted({e["replica"] for e in evs}):
+    for replica in sorted({e["replica"] for e in evs if e["kind"] == "start"}):  # not the launcher's
         starts = [e for e in evs if e["kind"] == "start" and e["replica"] == replica]
         pid, since = starts[-1]["pid"], starts[-1]["t"]
         try:

@@ -2,9 +2,9 @@
 keeps and the summary `accel train` prints at the end.
 
 A step counts as committed when any replica logged its commit. Its samples are the union of the
-shares that the participants of the committing quorum logged before voting (a replica killed
-right after voting may not have logged its commit, but its share was logged and went into the
-all-reduce). `check_exactly_once` verifies that the committed steps are 0..S-1, each once, and
+shares that the participants of the committing quorum logged before their all-reduce (a replica
+killed inside it, or right after voting, may not have logged its commit, but its share was logged
+and went into the all-reduce). `check_exactly_once` verifies that the committed steps are 0..S-1, each once, and
 that their samples are exactly the ids S·G .. expected, each once.
 """
 from __future__ import annotations
