@@ -100,11 +100,6 @@ class History:
         return cls([float(x) for x in losses[1:]], [int(x) for x in participants[1:]])
 
 
-def save_due(step: int, cfg: TrainConfig) -> bool:
-    """Is a checkpoint due after `step` committed steps? (The normal loop's cadence.)"""
-    return step == cfg.steps or bool(cfg.save_every and step % cfg.save_every == 0)
-
-
 @dataclass
 class FTResult:
     losses: list[float] = field(default_factory=list)       # global loss of each committed step
@@ -304,7 +299,7 @@ def train_fault_tolerant(loss_fn, params: dict, data, cfg: TrainConfig, backend,
             del history.losses[step:], history.participants[step:]  # a heal may have brought a longer one
             history.losses.append(loss)
             history.participants.append(n)
-            if save is not None and rank == 0 and save_due(step + 1, cfg):
+            if save is not None and rank == 0 and cfg.checkpoint_due(step + 1):
                 t_save = time.perf_counter()
                 path = save(holder["state"], history)
                 result.checkpoints.append(path)

@@ -92,6 +92,10 @@ class TrainConfig:
     def total(self) -> int:
         return self.schedule_steps or self.steps
 
+    def checkpoint_due(self, step: int) -> bool:
+        """Is a checkpoint due once `step` steps are done? (Every `save_every` steps, and the last.)"""
+        return step == self.steps or bool(self.save_every and step % self.save_every == 0)
+
     def lr_at(self, step: int) -> float:
         return cosine_schedule(step, base_lr=self.lr, warmup=self.warmup, total=self.total,
                                min_ratio=self.min_lr_ratio)
@@ -239,7 +243,7 @@ def train(loss_fn: Callable, params: dict, data: TokenData, cfg: TrainConfig, ba
                 post["eval"] = f"{result.evals[-1][1]:.3f}"
             bar.set_postfix(post, refresh=False)
             bar.update(1)
-        if save is not None and ((cfg.save_every and state.step % cfg.save_every == 0) or last):
+        if save is not None and cfg.checkpoint_due(state.step):
             whole = trainer.full_opt_state(state)          # a collective under ZeRO
             check_finite_state(state.step, state.params, whole)
             if main:
