@@ -24,6 +24,7 @@ from accel.core.errors import BackendError, DTypeError
 try:
     import torch
 
+    from accel.backends.torch import float8 as F8
     from accel.backends.torch import graph as G
     from accel.backends.torch import kernels as K
     _IMPORT_ERROR: BaseException | None = None
@@ -89,7 +90,7 @@ def _priority() -> int:
 class TorchBackend(Backend):
     name = "torch"
     priority = _priority()
-    kernels = K.kernels_for(torch.device("cpu"), native_scaled_mm=False) if torch is not None else {}
+    kernels = K.kernels_for(torch.device("cpu")) if torch is not None else {}
     inplace_kernels = K.INPLACE_KERNELS if torch is not None else {}
 
     _by_device: dict[str, "TorchBackend"] = {}
@@ -115,8 +116,7 @@ class TorchBackend(Backend):
         self.device_type = self.torch_device.type
         self.collective_backend = DEVICE_TYPES.get(self.device_type, (None, "gloo"))[1]
         self._pin_precision()
-        self.native_scaled_mm = self._has_float8_gemm()
-        self.kernels = K.kernels_for(self.torch_device, native_scaled_mm=self.native_scaled_mm)
+        self._set_scaled_mm(os.environ.get(F8.SCALED_MM_ENV, "") or "auto", source=F8.SCALED_MM_ENV)
         # Python scalars in `x * 0.5` as cached 0-d tensors: no allocation (nor host-to-device
         # copy) per call. Safe to share: no kernel writes into an input scalar.
         self.scalar = ScalarCache(self._make_scalar)
@@ -177,6 +177,44 @@ class TorchBackend(Backend):
             return False
         major, minor = torch.cuda.get_device_capability(self.torch_device)
         return (major, minor) >= (8, 9) and hasattr(torch, "_scaled_mm")
+
+    # --- options (accel port-report --set KEY=VALUE) ----------------------------------------
+    def configure(self, *, scaled_mm: str | None = None) -> "TorchBackend":
+        """scaled_mm: which kernel runs ops.scaled_matmul on this device from now on (graphs
+        already compiled keep theirs). "auto" (default, or ACCEL_TORCH_SCALED_MM): torch._scaled_mm
+        on CUDA of compute capability 8.9+, the exact float32 emulation elsewhere; "native":
+        torch._scaled_mm on any device that implements it (the CPU does: the call convention
+        runs there, not FP8 hardware); "emulate": the emulation everywhere. Returns self."""
+        if scaled_mm is not None:
+            self._set_scaled_mm(scaled_mm, source="configure(scaled_mm=...)")
+        return self
+
+    def _set_scaled_mm(self, mode: str, *, source: str) -> None:
+        if mode not in F8.SCALED_MM_MODES:
+            raise BackendError(f"{self.spec}: unknown scaled_mm mode {mode!r} (from {source})",
+                               hint="use auto (torch._scaled_mm on CUDA >= 8.9), native (on any device) "
+                                    "or emulate")
+        native = self._has_float8_gemm() if mode == "auto" else mode == "native"
+        if native and not hasattr(torch, "_scaled_mm"):
+            raise BackendError(f"{self.spec}: scaled_mm={mode} needs torch._scaled_mm, which torch "
+                               f"{torch.__version__} does not have", hint="use scaled_mm=emulate or a newer torch")
+        cuda_cc = torch.cuda.get_device_capability(self.torch_device) if self.device_type == "cuda" else None
+        self.scaled_mm_mode = mode
+        self.native_scaled_mm = native
+        # torch's row-wise FP8 kernel below compute capability 9.0 is CUTLASS's (e4m3fn b only)
+        self.scaled_mm = F8.ScaledMM(self.spec, rowwise_needs_e4m3_b=cuda_cc is not None and cuda_cc < (9, 0)) \
+            if native else None
+        self.kernels = K.kernels_for(self.torch_device, scaled_matmul=self.scaled_mm or F8.scaled_matmul_emulated)
+        self._resolved.clear()  # the dispatcher's cached entries hold the old kernel
+
+    def counters(self) -> dict[str, Any]:
+        """torch._scaled_mm calls and the calls its path handed to the emulation, when this
+        device's scaled_mm mode chose torch._scaled_mm (see configure); else nothing to count."""
+        return self.scaled_mm.counters() if self.scaled_mm is not None else {}
+
+    def reset_counters(self) -> None:
+        if self.scaled_mm is not None:
+            self.scaled_mm.native_calls = self.scaled_mm.emulated_calls = 0
 
     # --- host transfer ---------------------------------------------------------------------
     def from_numpy(self, array):
@@ -276,8 +314,11 @@ class TorchBackend(Backend):
         facts["float16_bfloat16"] = "native (float32 internal math / accumulation)"
         facts["float8"] = "storage, casts and data movement native; arithmetic emulated through float32"
         facts["float8_emulated_ops"] = ", ".join(K.EMULATED_FLOAT8)
-        facts["scaled_matmul"] = ("torch._scaled_mm (float8 tensor cores)" if self.native_scaled_mm
-                                  else "emulated: float32 GEMM of exact float8 products, then scales")
+        facts["scaled_matmul"] = (
+            ("torch._scaled_mm where its rules allow" + (" (float8 tensor cores)" if self._has_float8_gemm() else
+                                                         " (opted in: this device has no float8 GEMM units)"))
+            if self.native_scaled_mm else "emulated: float32 GEMM of exact float8 products, then scales"
+        ) + f"; scaled_mm={self.scaled_mm_mode}"
         facts["device_types_found"] = ", ".join(f"{k} x{n}" for k, n in found.items()) or "none (cpu only)"
         if absent:
             facts["device_types_absent"] = "; ".join(f"{k}: {why}" for k, why in absent.items())

@@ -1,8 +1,14 @@
 """scaled_matmul on torch: float8 GEMMs with per-tensor or row/column scales.
 
-On CUDA devices of compute capability 8.9+ `torch._scaled_mm` runs where its layout and dtype
-rules allow; everywhere else an exact emulation: float8 products are exact in float32, the GEMM
-accumulates in float32, the scales multiply the result, one rounding (see docs/torch.md).
+Two kernels; each backend instance picks one (its `scaled_mm` mode, docs/torch.md):
+
+- `scaled_matmul_emulated`: exact float8 products in float32, a float32 GEMM, the scales on the
+  float32 result, one rounding. The default everywhere but CUDA ≥ 8.9.
+- `ScaledMM`: `torch._scaled_mm` wherever torch's CUDA rules allow it (`refusal` below), else
+  the emulation, each such call counted and warned once per cause. The default on CUDA ≥ 8.9;
+  on any other device an explicit opt-in. torch implements `_scaled_mm` on the CPU as well, with
+  looser rules, so the CUDA rules are checked on every device: a CPU run takes the branches an
+  H100 takes and exercises the real call convention, only not the speed.
 """
 from __future__ import annotations
 
@@ -10,6 +16,12 @@ import torch
 
 from accel.core import dtypes as dt
 from accel.backends.torch.dtypes import F32, TORCH_DTYPES
+
+# auto: torch._scaled_mm on CUDA ≥ 8.9 (float8 tensor cores), the emulation elsewhere;
+# native: torch._scaled_mm on any device; emulate: the emulation everywhere.
+SCALED_MM_MODES = ("auto", "native", "emulate")
+SCALED_MM_ENV = "ACCEL_TORCH_SCALED_MM"
+E4M3FN, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 
 
 def scaled_matmul_emulated(a, b, scale_a, scale_b, *, out_dtype=dt.bfloat16):
@@ -20,26 +32,90 @@ def scaled_matmul_emulated(a, b, scale_a, scale_b, *, out_dtype=dt.bfloat16):
     return out.to(TORCH_DTYPES[out_dtype])
 
 
-def scaled_matmul_cuda(a, b, scale_a, scale_b, *, out_dtype=dt.bfloat16):
-    """torch._scaled_mm where its layout/dtype rules allow, else the exact emulation."""
-    m, kdim = a.shape
-    n = b.shape[1]
-    target = TORCH_DTYPES[out_dtype]
-    both_e5m2 = a.dtype == torch.float8_e5m2 and b.dtype == torch.float8_e5m2
-    per_tensor = scale_a.numel() == 1 and scale_b.numel() == 1
-    rowwise = (tuple(scale_a.shape) == (m, 1) and tuple(scale_b.shape) == (1, n)
-               and a.dtype == b.dtype == torch.float8_e4m3fn and target == torch.bfloat16)
-    if both_e5m2 or kdim % 16 or n % 16 or not (per_tensor or rowwise):
+def scale_kind(scale_a, scale_b) -> str:
+    """`tensor` when both scales are one number, else `row` (per row of a and/or per column of
+    b; a per-tensor scale beside a vector is broadcast into one: _scaled_mm pairs like kinds)."""
+    return "tensor" if scale_a.numel() == 1 and scale_b.numel() == 1 else "row"
+
+
+def refusal(a, b, kind: str, *, rowwise_needs_e4m3_b: bool) -> tuple[str, str] | None:
+    """(cause, why) when torch's CUDA `_scaled_mm` would refuse this call, else None.
+
+    The rules of torch's CUDA `_scaled_mm_out_cuda` (aten/src/ATen/native/cuda/ScaledBlas.cpp of
+    the releases that have `_scaled_mm_v2`, 2.13 among them) that depend on the inputs: K and N multiples of 16 (cuBLASLt's alignment), not both
+    operands e5m2. Row-wise scales take a bfloat16, float16 or float32 output on every path
+    (older torch took bfloat16 only); on compute capability 8.9 they run torch's CUTLASS
+    kernel, whose right operand must be e4m3fn. Layouts are the caller's part (call_scaled_mm)."""
+    k, n = b.shape
+    if k % 16 or n % 16:
+        return "shape", f"K={k} and N={n} must both be multiples of 16"
+    if a.dtype == E5M2 and b.dtype == E5M2:
+        return "e5m2", "cuBLASLt has no e5m2 x e5m2 GEMM"
+    if kind == "row" and rowwise_needs_e4m3_b and b.dtype != E4M3FN:
+        return "rowwise-b", "row-wise scales on compute capability 8.9 take an e4m3fn b only"
+    return None
+
+
+def call_scaled_mm(a, b, scale_a, scale_b, kind: str, target: torch.dtype):
+    """torch._scaled_mm in its calling convention: a row-major, b column-major; float32 scales
+    0-d (per tensor) or (M, 1) and (1, N), contiguous (per row / per column)."""
+    m, n = a.shape[0], b.shape[1]
+    if kind == "tensor":
+        sa, sb = scale_a.reshape(()), scale_b.reshape(())
+    else:  # fresh (M, 1) / (1, N) strides: the transposed scales of a backward GEMM have
+        # strides (1, N) that `contiguous()` leaves alone (size-1 dim) and torch's CPU check refuses
+        sa = scale_a.reshape(-1).expand(m).contiguous().view(m, 1)
+        sb = scale_b.reshape(-1).expand(n).contiguous().view(1, n)
+    # b.t() of a column-major b (fp8_linear's transposed weight) is contiguous: no copy then
+    return torch._scaled_mm(a.contiguous(), b.t().contiguous().t(), scale_a=sa, scale_b=sb, out_dtype=target)
+
+
+class ScaledMM:
+    """The scaled_matmul kernel of a backend in a mode that chose torch._scaled_mm.
+
+    Calls `_scaled_mm` where `refusal` finds nothing, else the exact emulation. Every emulated
+    call is counted (`emulated_calls`, and as `decomposed` in accel.dispatch_stats()) and warns
+    once per cause. A refusal the rules did not foresee (this GPU's cuBLASLt, a ROCm build) is
+    remembered per (a dtype, b dtype, out dtype, scale kind), so that combination goes straight
+    to the emulation afterwards instead of failing inside torch on every call."""
+
+    def __init__(self, spec: str, *, rowwise_needs_e4m3_b: bool = False):
+        self.spec = spec
+        self.rowwise_needs_e4m3_b = rowwise_needs_e4m3_b
+        self.native_calls = 0
+        self.emulated_calls = 0
+        self.refused: dict[tuple, str] = {}  # (a dtype, b dtype, out dtype, scale kind) -> torch's message
+
+    def __call__(self, a, b, scale_a, scale_b, *, out_dtype=dt.bfloat16):
+        target = TORCH_DTYPES[out_dtype]
+        kind = scale_kind(scale_a, scale_b)
+        key = (a.dtype, b.dtype, target, kind)
+        why = refusal(a, b, kind, rowwise_needs_e4m3_b=self.rowwise_needs_e4m3_b)
+        if why is None and key in self.refused:
+            why = ("refused", self.refused[key])
+        if why is None:
+            try:
+                out = call_scaled_mm(a, b, scale_a, scale_b, kind, target)
+            except (RuntimeError, ValueError) as exc:  # TORCH_CHECK / TORCH_CHECK_VALUE
+                self.refused[key] = f"torch._scaled_mm refused it: {str(exc).splitlines()[0]}"
+                why = ("refused", self.refused[key])
+            else:
+                self.native_calls += 1
+                return out
+        self._count_emulated(a, b, kind, target, why)
         return scaled_matmul_emulated(a, b, scale_a, scale_b, out_dtype=out_dtype)
-    sa = scale_a.to(F32).reshape(()) if per_tensor else scale_a.to(F32).contiguous()
-    sb = scale_b.to(F32).reshape(()) if per_tensor else scale_b.to(F32).contiguous()
-    b_col_major = b.t().contiguous().t()  # _scaled_mm wants the right operand column-major
-    try:
-        return torch._scaled_mm(a.contiguous(), b_col_major, scale_a=sa, scale_b=sb, out_dtype=target)
-    except RuntimeError as exc:  # a layout/dtype rule of this torch/cuBLASLt version we missed
+
+    def _count_emulated(self, a, b, kind, target, why) -> None:
         from accel.core.dispatch import stats
 
-        stats.warn_once(("torch", "scaled_matmul", "_scaled_mm"),
-                        f"accel: torch._scaled_mm refused {list(a.shape)}@{list(b.shape)} "
-                        f"({a.dtype}, {b.dtype} -> {target}): {exc}; using the float32 emulation")
-        return scaled_matmul_emulated(a, b, scale_a, scale_b, out_dtype=out_dtype)
+        cause, reason = why
+        self.emulated_calls += 1
+        stats.add(self.spec, "scaled_matmul", "decomposed")
+        dtypes = f"{str(a.dtype).removeprefix('torch.')} x {str(b.dtype).removeprefix('torch.')}"
+        key = (self.spec, "scaled_matmul", "_scaled_mm", cause) + ((dtypes, target, kind) if cause == "refused" else ())
+        stats.warn_once(key, f"accel: scaled_matmul on {self.spec}: {list(a.shape)}@{list(b.shape)} "
+                             f"({dtypes} -> {str(target).removeprefix('torch.')}, {kind}-wise scales) "
+                             f"runs the float32 emulation, not torch._scaled_mm: {reason}")
+
+    def counters(self) -> dict[str, int]:
+        return {"scaled_mm_native": self.native_calls, "scaled_mm_emulated": self.emulated_calls}

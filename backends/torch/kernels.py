@@ -7,13 +7,15 @@ instance by `kernels_for(device)`.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from accel import ops
 from accel.backends.torch import fused as torch_fused
 from accel.backends.torch import primitives as torch_primitives
 from accel.backends.torch.dtypes import ACCEL_DTYPES, TORCH_DTYPES, exact_value  # noqa: F401 (the backend's names)
-from accel.backends.torch.float8 import scaled_matmul_cuda, scaled_matmul_emulated
+from accel.backends.torch.float8 import scaled_matmul_emulated
 from accel.backends.torch.primitives import INPLACE_KERNELS  # noqa: F401
 
 KERNELS = {**torch_primitives.PRIMITIVE_KERNELS, **torch_fused.FUSED_KERNELS}
@@ -25,11 +27,12 @@ EMULATED_FLOAT8 = tuple(sorted(
     and any(d.name.startswith("float8") for d in op.dtypes)))  # ops that take float8 at all
 
 
-def kernels_for(device: torch.device, *, native_scaled_mm: bool) -> dict:
-    """The kernel table for one device: creation ops bind the device, scaled_matmul picks
-    torch._scaled_mm where the hardware has float8 GEMMs."""
+def kernels_for(device: torch.device, *, scaled_matmul: Callable = scaled_matmul_emulated) -> dict:
+    """The kernel table for one device: creation ops bind the device; `scaled_matmul` is the
+    backend's choice for ops.scaled_matmul (the emulation, or a float8.ScaledMM that
+    calls torch._scaled_mm: see TorchBackend.configure)."""
     table = {**KERNELS, **torch_primitives.creation_kernels(device)}
     scaled = getattr(ops, "scaled_matmul", None)
     if scaled is not None:
-        table[scaled] = scaled_matmul_cuda if native_scaled_mm else scaled_matmul_emulated
+        table[scaled] = scaled_matmul
     return table
