@@ -16,7 +16,11 @@
 #   hf-parity           logits, greedy tokens and low-precision quality against transformers
 #   flash-sdpa          accel attention run by torch's flash kernel only, against float64
 #   fp8-scaled-mm       ops.scaled_matmul through torch._scaled_mm against the exact emulation
+#                       (tensor/row scales, bfloat16/float32 out, e4m3/e5m2), the path of each
 #   cudagraph-decode    compiled decode replayed as a CUDA graph: same tokens as eager, speed-up
+#   fp8-bench           `accel bench --section fp8` on DEVICE at 4096³ and 8192³: FP8 GEMMs and an
+#                       FP8 training step against bfloat16 (ratio × bf16; the H100 target is ≥ 1.6×
+#                       for the pre-quantized GEMM), each row naming the path that ran
 #   bench               `accel bench --section model` on DEVICE: eager and compiled vs HF on it
 #   inductor-decode     the bench-size Llama in bfloat16 through inductor + CUDA graphs, batch 1:
 #                       tokens/s and % of the HBM bandwidth bound
@@ -99,6 +103,13 @@ for probe in flash-sdpa fp8-scaled-mm cudagraph-decode; do
     step "$probe" 60 "$PYTHON" benchmarks/gpu_probes.py "$probe" --device "$DEVICE"
 done
 
+# the CPU dry run: 1024³ (--quick), through torch's CPU _scaled_mm (scaled_mm=native), so the
+# path column shows the call the GPU run makes; on the GPU the default (auto) picks it on CC ≥ 8.9
+if [ "$CPU_RUN" = 1 ]; then FP8_RUN=(env ACCEL_TORCH_SCALED_MM=native); FP8_SIZE=(--quick --repeats 2)
+else FP8_RUN=(env); FP8_SIZE=(--repeats 5); fi
+step fp8-bench 120 "${FP8_RUN[@]}" "$PYTHON" -m accel.cli.main bench --section fp8 --backend "$DEVICE" \
+    "${FP8_SIZE[@]}" --row-budget 30 --no-progress --out "$LOGS/fp8-bench"
+
 if [ "$CPU_RUN" = 1 ]; then BENCH_SIZE=(--quick); else BENCH_SIZE=(--dtype bfloat16 --dtype float32); fi
 step bench 130 "$PYTHON" -m accel.cli.main bench --section model --backend "$DEVICE" "${BENCH_SIZE[@]}" \
     --compiler python --repeats 3 --row-budget 30 --no-progress --out "$LOGS/bench"
@@ -165,6 +176,15 @@ def figures(name, lines):
             rows.append({"name": r["name"], "runner": r.get("runner"), "skipped": r.get("skipped"),
                          "same_tokens_as_hf": r.get("same_tokens_as_hf"), "results": cells})
         return {"rows": rows, "goals": bench.get("goals", [])}
+    if name == "fp8-bench":
+        try:
+            fp8 = json.load(open(os.path.join(logs, "fp8-bench", "bench.json"))).get("fp8", {})
+        except (OSError, ValueError):
+            return {}
+        keep = ("backend", "n", "row", "path", "median_s", "tflops", "ratio_to_bf16", "skipped")
+        return {"gemm": [{k: g.get(k) for k in keep} for g in fp8.get("gemm", [])],
+                "train": [{k: t.get(k) for k in ("row", "path", "median_s", "tokens_per_s", "ratio_to_bf16", "skipped")}
+                          for t in fp8.get("train", [])]}
     return {}
 
 
@@ -191,6 +211,8 @@ for s in steps:
     f = s["figures"]
     if s["name"] == "bench":
         text = f"{len(f.get('rows', []))} rows (below)"
+    elif s["name"] == "fp8-bench":
+        text = f"{len(f.get('gemm', []))} GEMM rows (below)"
     elif s["name"] == "conformance":
         text = json.dumps(f.get("counts", {}))
     else:
@@ -209,6 +231,18 @@ if bench.get("rows"):
             cells.append("–" if "tokens_per_s" not in c else
                          f"{c['tokens_per_s']:.1f}" + (f" ({c['ratio_to_hf']:.2f}×)" if c.get("ratio_to_hf") else ""))
         md.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+fp8 = next((s["figures"] for s in steps if s["name"] == "fp8-bench"), {})
+if fp8.get("gemm"):
+    md += ["", "## fp8-bench (× bf16: the H100 target is ≥ 1.6 for the pre-quantized GEMM at ≥ 4096³)", "",
+           "| n | GEMM | path | median s | TFLOP/s | × bf16 |", "|---:|---|---|---:|---:|---:|"]
+    for g in fp8["gemm"]:
+        md.append(f"| {g['n']} | {g['row']} | {g.get('path') or '–'} | " + (
+            f"{g['median_s']:.4g} | {g['tflops']:.3g} | {g['ratio_to_bf16']:.2f} |" if g.get("median_s")
+            else f"skipped: {g.get('skipped')} | | |"))
+    md += ["", "| training step | path | median s | tokens/s | × bf16 |", "|---|---|---:|---:|---:|"]
+    for t in fp8["train"]:
+        md.append(f"| {t['row']} | {t.get('path') or '–'} | " + (f"{t['median_s']:.3f} | {t['tokens_per_s']:,.0f} | {t['ratio_to_bf16']:.2f} |"
+                                        if t.get("median_s") else f"skipped: {t.get('skipped')} | | |"))
 failed = [s for s in steps if s["status"] not in ("pass", "not-run")]
 for s in failed:
     md += ["", f"## {s['name']}: {s['status']} (exit {s['rc']})", "", "```", *s["output_tail"], "```"]

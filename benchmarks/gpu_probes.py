@@ -5,7 +5,8 @@
 PROBE is one of:
   flash-sdpa      accel attention (bfloat16, causal) under torch's FLASH_ATTENTION backend only,
                   against float64 math; timing flash vs the math kernel
-  fp8-scaled-mm   ops.scaled_matmul through torch._scaled_mm against the exact emulation
+  fp8-scaled-mm   ops.scaled_matmul (tensor/row scales, bfloat16/float32 out, e4m3/e5m2)
+                  through torch._scaled_mm against the exact emulation, the path of each
   cudagraph-decode  a compiled Llama decode replayed as a CUDA graph: greedy tokens equal to
                   eager, replays counted, tokens/s eager vs compiled
   inductor-decode the bench-size Llama (bfloat16) decoding at batch 1 through inductor + CUDA
@@ -76,25 +77,68 @@ def _attention_f64(q, k, v):
 
 
 def fp8_scaled_mm(backend) -> dict:
+    """ops.scaled_matmul in the four forms fp8_linear and the bench use, each against the exact
+    emulation on the same float8 operands within float32 accumulation-order rounding (the
+    bound of tests/backends/test_torch_scaled_mm.py), and which path each took. On CUDA ≥ 8.9
+    every form must run torch._scaled_mm (its shapes and dtypes meet torch's rules); on a CPU
+    the probe opts in (scaled_mm=native): torch's CPU _scaled_mm, the same call convention."""
+    import torch
+
     import accel
     from accel import ops
     from accel.backends.torch.float8 import scaled_matmul_emulated
+    from accel.conformance.judge import ulp
 
+    note = ""
+    if not backend.native_scaled_mm and backend.device_type == "cpu":
+        backend.configure(scaled_mm="native")
+        note = "CPU: scaled_mm=native opted in: torch's CPU _scaled_mm, not FP8 hardware"
+    m, k, n = 256, 512, 256
     rng = np.random.default_rng(1)
-    a = ops.cast(accel.from_numpy(rng.standard_normal((256, 512)).astype(np.float32), backend), accel.float8_e4m3fn)
-    b = ops.cast(accel.from_numpy(rng.standard_normal((512, 256)).astype(np.float32), backend), accel.float8_e4m3fn)
-    sa = accel.from_numpy(np.array(0.5, np.float32), backend)
-    sb = accel.from_numpy(np.array(2.0, np.float32), backend)
-    out = ops.scaled_matmul(a, b, sa, sb, out_dtype=accel.bfloat16)
-    want = scaled_matmul_emulated(a.data, b.data, sa.data, sb.data, out_dtype=accel.bfloat16)
-    got = np.asarray(ops.cast(out, accel.float32).numpy(), np.float64)
-    exp = want.float().cpu().numpy().astype(np.float64)
-    rel = float(np.max(np.abs(got - exp)) / max(np.max(np.abs(exp)), 1e-30))
-    native = bool(backend.native_scaled_mm)
-    t = _timed(lambda: ops.scaled_matmul(a, b, sa, sb, out_dtype=accel.bfloat16), sync=backend.synchronize)
-    return {"probe": "fp8-scaled-mm", "ok": rel < 1e-2, "native_scaled_mm": native,
-            "kernel": "torch._scaled_mm" if native else "emulation", "max_rel_err_vs_emulation": rel,
-            "ms": 1e3 * t, "note": "" if native else "no float8 GEMM here (needs CUDA capability >= 8.9)"}
+
+    def f8(shape, fmt):
+        return ops.cast(accel.from_numpy((rng.standard_normal(shape) * 4).astype(np.float32), backend), fmt, True)
+
+    def scales(shape):
+        return accel.from_numpy((rng.random(shape) + 0.5).astype(np.float32), backend)
+
+    e4, e5 = accel.float8_e4m3fn, accel.float8_e5m2
+    one = (lambda: scales(()), lambda: scales(()))
+    rows = (lambda: scales((m, 1)), lambda: scales((1, n)))
+    forms = {  # name: (a format, b format, scales, out dtype)
+        "tensor_e4m3_bf16": (e4, e4, one, accel.bfloat16),        # the bench's pre-quantized GEMM
+        "row_e4m3_f32": (e4, e4, rows, accel.float32),            # fp8_linear row-wise forward
+        "row_e5m2xe4m3_f32": (e5, e4, rows, accel.float32),       # its input-gradient GEMM
+        "tensor_e4m3xe5m2_f32": (e4, e5, one, accel.float32),
+    }
+    out: dict = {"probe": "fp8-scaled-mm", "ok": True}
+    u = 2.0 ** -24
+    gamma = (k + 3) * u / (1 - (k + 3) * u)
+    for name, (fa, fb, make, out_dtype) in forms.items():
+        a, b = f8((m, k), fa), ops.transpose(f8((n, k), fb), 0, 1)  # b column-major
+        sa, sb = make[0](), make[1]()
+        before = backend.counters().get("scaled_mm_native", 0)
+        got = ops.scaled_matmul(a, b, sa, sb, out_dtype=out_dtype)
+        native = backend.counters().get("scaled_mm_native", 0) - before == 1
+        want = scaled_matmul_emulated(a.data, b.data, sa.data, sb.data, out_dtype=out_dtype).double().cpu().numpy()
+        mag = ((a.data.double().abs() @ b.data.double().abs()) * sa.data.double() * sb.data.double()).cpu().numpy()
+        bound = 2 * gamma * mag
+        if out_dtype is accel.bfloat16:
+            bound = bound + ulp(np.abs(want) + bound, accel.bfloat16)
+        err = np.abs(np.asarray(ops.cast(got, accel.float32).numpy(), np.float64) - want)
+        out[f"{name}_path"] = "torch._scaled_mm" if native else "emulation"
+        out[f"{name}_worst_err_over_bound"] = float((err / bound).max())
+        out["ok"] &= bool((err <= bound).all()) and (native or not backend.native_scaled_mm)
+        if name == "tensor_e4m3_bf16":
+            out["ms_" + name] = 1e3 * _timed(lambda: ops.scaled_matmul(a, b, sa, sb, out_dtype=out_dtype),
+                                            sync=backend.synchronize)
+            out["ms_emulation"] = 1e3 * _timed(lambda: scaled_matmul_emulated(a.data, b.data, sa.data, sb.data,
+                                                                              out_dtype=out_dtype),
+                                               sync=backend.synchronize)
+    out["native_scaled_mm"] = bool(backend.native_scaled_mm)
+    out["note"] = note or ("" if backend.native_scaled_mm else "no float8 GEMM here (needs CUDA capability >= 8.9)")
+    out["torch"] = torch.__version__
+    return out
 
 
 def _tiny_llama(backend, dtype, **sizes):

@@ -3,14 +3,20 @@ linears against the bfloat16 one (docs/fp8.md).
 
 GEMM rows, per backend and size n (an n×n×n product, TFLOP/s = 2n³ / seconds):
   bf16 matmul             ops.matmul of two bfloat16 tensors (the baseline)
-  scaled_matmul e4m3      ops.scaled_matmul of pre-quantized e4m3fn operands, tensor scales
-                          (torch._scaled_mm on CUDA ≥ 8.9; an exact float32 emulation elsewhere)
+  scaled_matmul e4m3      ops.scaled_matmul of pre-quantized e4m3fn operands (b column-major,
+                          as a transposed weight), tensor scales, bfloat16 out
+  scaled_matmul e4m3 row  the same with per-row / per-column scales and float32 out: the GEMM
+                          fp8_linear's row-wise recipe calls
   fp8_linear tensorwise   ops.fp8_linear from bfloat16 inputs: amax, quantize both, GEMM
   fp8_linear blockwise    the same with DeepSeek-V3's 1×128 / 128×128 scales
+Each FP8 row (GEMM and training step) says which path ran (`path`): "torch._scaled_mm" when every scaled_matmul call of
+the row went through it (torch on CUDA ≥ 8.9, or any torch device with scaled_mm=native), else
+"emulation" (a float32 GEMM; block-wise is always one), or the mix; read from the backend's
+counters(), so a figure cannot be taken for the other path's.
 Training rows: one optimizer step (forward, backward, AdamW) of the bench's training model with
 bfloat16 compute, without and with every transformer-block linear in FP8 (the LM head stays out).
-On a CPU every FP8 row is an emulation and its cost says what emulating costs, not what FP8
-hardware gains.
+On a CPU FP8 hardware gains nothing: an emulation row says what emulating costs, and a
+torch._scaled_mm row on the CPU (opted in) what torch's CPU kernel costs.
 """
 from __future__ import annotations
 
@@ -33,13 +39,18 @@ def _gemm_cases(backend, n: int, budget_s: float) -> list[Case]:
     rng = np.random.default_rng(n)
     a32, b32 = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
     a, b = accel.tensor(a32, accel.bfloat16, backend), accel.tensor(b32, accel.bfloat16, backend)
-    qa, qb = ops.cast(ops.div(accel.tensor(a32, backend=backend), 0.01), accel.float8_e4m3fn, True), \
-        ops.cast(ops.div(accel.tensor(b32, backend=backend), 0.01), accel.float8_e4m3fn, True)
+    qa = ops.cast(ops.div(accel.tensor(a32, backend=backend), 0.01), accel.float8_e4m3fn, True)
+    # b column-major (the transpose of a row-major bᵀ), as fp8_linear hands over its weight
+    qb = ops.transpose(ops.cast(ops.div(accel.tensor(np.ascontiguousarray(b32.T), backend=backend), 0.01),
+                                accel.float8_e4m3fn, True), 0, 1)
     scale = accel.tensor(np.float32(0.01), backend=backend)
+    rows_a = accel.tensor(np.full((n, 1), 0.01, np.float32), backend=backend)
+    cols_b = accel.tensor(np.full((1, n), 0.01, np.float32), backend=backend)
     del a32, b32
     rows = {
         "bf16 matmul": lambda: ops.matmul(a, b),
         "scaled_matmul e4m3": lambda: ops.scaled_matmul(qa, qb, scale, scale, out_dtype=accel.bfloat16),
+        "scaled_matmul e4m3 row": lambda: ops.scaled_matmul(qa, qb, rows_a, cols_b, out_dtype=accel.float32),
         "fp8_linear tensorwise": lambda: ops.fp8_linear(a, b, **get_recipe("tensorwise_current").op_attrs()),
         "fp8_linear blockwise": lambda: ops.fp8_linear(a, b, **get_recipe("blockwise").op_attrs()),
     }
@@ -52,7 +63,34 @@ def _gemm_cases(backend, n: int, budget_s: float) -> list[Case]:
         return run
 
     group = f"fp8/gemm/{backend.spec}/{n}"
-    return [Case(f"{group}/{label}", timed(fn), group, budget_s) for label, fn in rows.items()]
+    return [PathCase(f"{group}/{label}", timed(fn), group, budget_s, backend) for label, fn in rows.items()]
+
+
+class PathCase(Case):
+    """A timed row that also tallies, over all its calls, how its scaled_matmul calls ran (the
+    backend's counters(): torch's scaled_mm_native / scaled_mm_emulated)."""
+
+    def __init__(self, key, run, group, budget_s, backend):
+        super().__init__(key, self._counted, group, budget_s)
+        self.inner, self.backend, self.calls = run, backend, {"scaled_mm_native": 0, "scaled_mm_emulated": 0}
+
+    def _counted(self) -> float:
+        before = self.backend.counters()
+        seconds = self.inner()
+        after = self.backend.counters()
+        for k in self.calls:
+            self.calls[k] += after.get(k, 0) - before.get(k, 0)
+        return seconds
+
+    def path(self) -> str:
+        if self.key.rsplit("/", 1)[1].startswith("bf16"):
+            return "bf16"
+        native, emulated = self.calls["scaled_mm_native"], self.calls["scaled_mm_emulated"]
+        if native and not emulated:
+            return "torch._scaled_mm"
+        if native:
+            return f"mixed: torch._scaled_mm {native}, emulation {emulated}"
+        return "emulation"
 
 
 def _train_cases(backend, settings) -> list[Case]:
@@ -83,7 +121,7 @@ def _train_cases(backend, settings) -> list[Case]:
             return time.perf_counter() - start
 
         key = f"fp8/train/{backend.spec}/{label}"
-        cases.append(Case(key, step, f"fp8/train/{backend.spec}", settings.row_budget_s))
+        cases.append(PathCase(key, step, f"fp8/train/{backend.spec}", settings.row_budget_s, backend))
     return cases, config
 
 
@@ -100,6 +138,7 @@ def run_section(backends, settings, log, progress: bool = True) -> dict:
                 s = c.summary()
                 t = s.get("median_s")
                 out["gemm"].append({"backend": backend.spec, "n": n, "row": c.key.rsplit("/", 1)[1],
+                                    "path": c.path() if t else None, "scaled_mm_calls": dict(c.calls),
                                     "median_s": t, "tflops": 2 * n ** 3 / t / 1e12 if t else None,
                                     "ratio_to_bf16": base / t if t and base else None, "skipped": s.get("skipped")})
         log(f"fp8: training steps on {backend.spec} ...")
@@ -111,6 +150,7 @@ def run_section(backends, settings, log, progress: bool = True) -> dict:
             s = c.summary()
             t = s.get("median_s")
             out["train"].append({"backend": backend.spec, "row": c.key.rsplit("/", 1)[1], "median_s": t,
+                                 "path": c.path() if t else None, "scaled_mm_calls": dict(c.calls),
                                  "tokens_per_s": tokens / t if t else None,
                                  "ratio_to_bf16": base / t if t and base else None, "skipped": s.get("skipped")})
         out["train_model"] = {"parameters": config.num_parameters(), "batch": settings.train_batch,
@@ -119,17 +159,18 @@ def run_section(backends, settings, log, progress: bool = True) -> dict:
 
 
 def markdown(r: dict) -> list[str]:
-    lines = ["## FP8 (docs/fp8.md)", "", "| backend | n | GEMM | median s | TFLOP/s | × bf16 |", "|---|---:|---|---:|---:|---:|"]
+    lines = ["## FP8 (docs/fp8.md)", "", "| backend | n | GEMM | path | median s | TFLOP/s | × bf16 |",
+             "|---|---:|---|---|---:|---:|---:|"]
     for g in r["gemm"]:
-        lines.append(f"| {g['backend']} | {g['n']} | {g['row']} | "
+        lines.append(f"| {g['backend']} | {g['n']} | {g['row']} | {g.get('path') or '–'} | "
                      + (f"{g['median_s']:.3f} | {g['tflops']:.3f} | {g['ratio_to_bf16']:.2f} |" if g["median_s"]
                         else f"skipped: {g['skipped']} | | |"))
     m = r.get("train_model", {})
     lines += ["", f"Training step ({m.get('parameters', 0) / 1e6:.1f}M parameters, batch {m.get('batch')} × "
               f"{m.get('seq')} tokens, bfloat16 compute):", "",
-              "| backend | step | median s | tokens/s | × bf16 |", "|---|---|---:|---:|---:|"]
+              "| backend | step | path | median s | tokens/s | × bf16 |", "|---|---|---|---:|---:|---:|"]
     for t in r["train"]:
-        lines.append(f"| {t['backend']} | {t['row']} | "
+        lines.append(f"| {t['backend']} | {t['row']} | {t.get('path') or '–'} | "
                      + (f"{t['median_s']:.3f} | {t['tokens_per_s']:,.0f} | {t['ratio_to_bf16']:.2f} |" if t["median_s"]
                         else f"skipped: {t['skipped']} | | |"))
     return lines + [""]
