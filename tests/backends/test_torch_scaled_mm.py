@@ -32,10 +32,13 @@ from accel.core import dtypes as dt  # noqa: E402
 
 E4, E5 = torch.float8_e4m3fn, torch.float8_e5m2
 U = 2.0 ** -24
+# FP8 tensor cores keep about 14 bits of a partial sum before cuBLASLt promotes it to float32
+# (DeepSeek-V3 technical report, §3.3.2, on H800): the unit of the bound on the GPU
+U_TENSOR_CORE = 2.0 ** -14
 
 
-def gamma(n: int) -> float:
-    return n * U / (1 - n * U)
+def gamma(n: int, unit: float = U) -> float:
+    return n * unit / (1 - n * unit)
 
 
 @pytest.fixture(autouse=True)
@@ -65,11 +68,11 @@ def _host(t):
     return t.numpy()
 
 
-def _bound(a, b, sa, sb, emulated, out_dtype):
+def _bound(a, b, sa, sb, emulated, out_dtype, unit: float = U):
     """2·γ(K + 3)·S elementwise (module doc), plus one bfloat16 step for a bfloat16 output."""
     k = a.shape[1]
     mag = (a.double().abs() @ b.double().abs()) * sa.double().abs() * sb.double().abs()
-    f32 = 2 * gamma(k + 3) * mag.numpy()
+    f32 = 2 * gamma(k + 3, unit) * mag.numpy()
     if out_dtype is dt.bfloat16:
         f32 = f32 + ulp(np.abs(emulated.float().numpy().astype(np.float64)) + f32, dt.bfloat16)
     return f32
@@ -239,3 +242,28 @@ def test_fp8_linear_forward_and_backward_native_equals_emulated(tb, granularity,
     for name, g, e, bound in zip(("y", "dx", "dw"), got, want, bounds):
         assert np.abs(e).max() > 1.0  # real values, not an all-zero agreement
         assert (np.abs(g - e) <= bound).all(), (name, np.abs(g - e).max())
+
+
+# --- on FP8 hardware (benchmarks/gpu_check.sh runs the `cuda` tests) -------------------------
+def _fp8_gpu() -> bool:
+    return torch.cuda.is_available() and torch.version.hip is None and torch.cuda.get_device_capability() >= (8, 9)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not _fp8_gpu(), reason="needs an NVIDIA GPU of compute capability 8.9+")
+@pytest.mark.parametrize("fa,fb,scales,out_dtype", [
+    (E4, E4, "tensor", dt.bfloat16), (E4, E4, "row", dt.float32),    # bench GEMM, fp8_linear forward
+    (E5, E4, "row", dt.float32), (E4, E5, "tensor", dt.float32)])     # input-gradient GEMMs
+def test_cuda_runs_every_fp8_linear_form_natively(fa, fb, scales, out_dtype):
+    gpu = accel.get_backend("torch:cuda")
+    gpu.configure(scaled_mm="auto")
+    a, b, sa, sb = _operands(64, 128, 96, fa, fb, scales)
+    bt = ops.transpose(accel.from_numpy(_host(b.t()), backend=gpu), 0, 1)  # column-major, as fp8_linear
+    args = [accel.from_numpy(_host(a), backend=gpu), bt] + [accel.from_numpy(_host(s), backend=gpu) for s in (sa, sb)]
+    gpu.reset_counters()
+    got = ops.scaled_matmul(*args, out_dtype=out_dtype)
+    assert gpu.counters() == {"scaled_mm_native": 1, "scaled_mm_emulated": 0}
+    want = F8.scaled_matmul_emulated(a, b, sa, sb, out_dtype=out_dtype)
+    diff = np.abs(ops.cast(got, accel.float32).numpy().astype(np.float64) - want.double().numpy())
+    # a wrong layout or scale moves entries by ~S; the tensor-core accumulation by far less
+    assert (diff <= _bound(a, b, sa, sb, want, out_dtype, U_TENSOR_CORE)).all(), diff.max()
