@@ -19,6 +19,7 @@ def tb(request):
     if chosen and not any(n.split(":")[0] == "torch" for n in chosen):
         pytest.skip("no torch backend among --backend")
     backend = accel.get_backend("torch:cpu")
+    accel.reset_dispatch_stats()  # and the once-per-cause warnings, so this test sees its own
     yield backend
     backend.configure(scaled_mm="auto")
 
