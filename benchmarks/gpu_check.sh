@@ -25,6 +25,9 @@
 #   inductor-decode     the bench-size Llama in bfloat16 through inductor + CUDA graphs, batch 1:
 #                       tokens/s and % of the HBM bandwidth bound
 #
+# GPU_CHECK_ONLY="fp8-scaled-mm fp8-bench" runs only the steps named (a rerun of a few within a
+# short device lease); the others are left out of the results.
+#
 # Writes OUT_DIR/results.json (every step: status, seconds, limit, parsed figures, output tail)
 # and OUT_DIR/results.md (the same as tables); the step logs stay in OUT_DIR/logs/.
 # Environment: PYTHON (default python3, or .venv/bin/python when present), DEVICE (default
@@ -37,6 +40,7 @@ PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo pyt
 OUT_DIR=${1:-gpu-check-results}
 BUDGET=${GPU_CHECK_BUDGET_S:-450}
 CPU_RUN=${GPU_CHECK_ALLOW_CPU:-0}
+ONLY=${GPU_CHECK_ONLY:-}
 LOGS="$OUT_DIR/logs"
 rm -rf "$LOGS"; mkdir -p "$LOGS"
 : > "$LOGS/steps.tsv"
@@ -62,6 +66,9 @@ fi
 # step NAME LIMIT_S CMD...: run under `timeout` (capped by what is left of the budget), log it.
 step() {
     local name=$1 limit=$2; shift 2
+    if [ -n "$ONLY" ] && [ "$name" != install ] && [[ " $ONLY " != *" $name "* ]]; then
+        return
+    fi
     local left=$((BUDGET - SECONDS))
     if [ "$left" -lt 15 ]; then
         printf '%s\tnot-run\t-\t0\t%s\n' "$name" "$limit" >> "$LOGS/steps.tsv"
