@@ -182,10 +182,19 @@ def train(loss_fn: Callable, params: dict, data: TokenData, cfg: TrainConfig, ba
           save: Callable[[int, dict, AdamState, TrainResult], str] | None = None,
           progress: bool = True, comm: Comm | None = None, plan: BatchPlan | None = None,
           resume_hint: str | None = None, log: Callable[[str], None] | None = None,
+          after_step: Callable[[], None] | None = None,
           ) -> tuple[dict, AdamState, TrainResult]:
     """Run steps start_step .. cfg.steps-1 on this rank. `opt_state` is the whole optimizer
     state (as in a checkpoint). `save(step, params, opt_state, result)` writes a checkpoint; it
-    is called on rank 0 only, with the whole state. Returns (params, whole opt state, result)."""
+    is called on rank 0 only, with the whole state. Returns (params, whole opt state, result).
+
+    `after_step()` is called once per optimizer step on every rank: after this rank's forward
+    and backward passes of all its micro-batches, the gradient reduction and the update (also
+    when --on-spike skip drops the update), and before rank 0 evaluates or saves and before the
+    next step's forward. It is where state that `loss_fn` keeps per rank across steps is made
+    the same on every rank; it may run collectives, since every rank reaches it in the same
+    order (accel train passes the FP8 amax all-reduce, `DelayedScalingState.all_reduce_amax`,
+    Transformer Engine's amax reduction over the data-parallel group)."""
     backend = accel.get_backend(backend)
     comm = comm or Comm()
     plan = plan or BatchPlan(cfg.batch_size * cfg.grad_accum, cfg.batch_size, cfg.grad_accum, 1)
@@ -195,7 +204,7 @@ def train(loss_fn: Callable, params: dict, data: TokenData, cfg: TrainConfig, ba
     check_master_weights(params, master_dtype(compute))
     result = result or TrainResult()
     log = log or (lambda line: print(line, file=sys.stderr))
-    trainer = Trainer(loss_fn, cfg, plan, data, backend, comm)
+    trainer = Trainer(loss_fn, cfg, plan, data, backend, comm, after_step=after_step)
     trainer.spike.average = result.spike_state.get("average")
     trainer.spike.seen = result.spike_state.get("seen", 0)
     state = trainer.init_state(params, opt_state, start_step)

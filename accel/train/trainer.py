@@ -6,7 +6,9 @@ tolerant loop, a compiled step) can reuse the pieces:
     state, report = trainer.train_step(state)                # local grads → reduce → update
 
 `local_grads` computes this rank's micro-batch gradients into the reducer, `reducer.finish`
-gives the global mean gradient, `optimizer.step` clips and applies AdamW (replicated or ZeRO-1).
+gives the global mean gradient, `optimizer.step` clips and applies AdamW (replicated or ZeRO-1),
+then `after_step` (if given) makes per-rank state the model kept during the step the same on
+every rank (accel/train/loop.py `train` says when it runs).
 `TrainState` is plain data: parameters and optimizer moments as named tensors, the step and the
 data cursor (samples consumed).
 """
@@ -16,6 +18,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -52,7 +55,7 @@ class StepReport:
 
 class Trainer:
     def __init__(self, loss_fn, cfg, plan: BatchPlan, data: TokenData, backend, comm: Comm | None = None,
-                 *, make_loss=None) -> None:
+                 *, make_loss=None, after_step: Callable[[], None] | None = None) -> None:
         from accel.train.loop import make_loss as default_make_loss
 
         self.cfg, self.plan, self.data, self.backend = cfg, plan, data, accel.get_backend(backend)
@@ -67,8 +70,9 @@ class Trainer:
         # ACCEL_TRAIN_OVERLAP=0: buckets launched after the backward (the before/after figure
         # of benchmarks/overlap_buckets.py); the reduced values are the same either way
         self.overlap = os.environ.get("ACCEL_TRAIN_OVERLAP", "1") != "0"
+        self.after_step = after_step
         self.optimizer = None
-        self.comm_seconds = 0.0   # waiting for the gradient reduction and the loss (not ZeRO's)
+        self.comm_seconds = 0.0   # waiting for the gradient reduction, the loss and after_step (not ZeRO's)
 
     # --- state ----------------------------------------------------------------------------
     def init_state(self, params: dict[str, Tensor], opt_state: AdamState | None = None,
@@ -166,8 +170,17 @@ class Trainer:
         spike = self.spike.check(step + 1, loss)     # steps are counted from 1 in messages
         after = replace(state, step=step + 1, consumed=state.consumed + self.plan.global_batch)
         if spike is not None and self.cfg.on_spike == "skip":
+            self.end_step()   # the skipped step's forward and backward passes ran all the same
             return after, StepReport(step, loss, lr, None, spike, True)
         params, opt, norm = self.optimizer.step(state.params, grads, state.opt, lr=lr, clip=self.cfg.grad_clip,
                                                 reduced=bool(self.plan.shards) or not self.cfg.zero)
+        self.end_step()
         return (replace(after, params=params, opt=opt),
                 StepReport(step, loss, lr, None if norm is None else float(norm), spike, False))
+
+    def end_step(self) -> None:
+        """Run `after_step` (it may hold collectives: every rank reaches it once per step)."""
+        if self.after_step is not None:
+            started = time.perf_counter()
+            self.after_step()
+            self.comm_seconds += time.perf_counter() - started

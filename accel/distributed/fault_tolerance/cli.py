@@ -61,7 +61,7 @@ def _is_replica() -> bool:
 
 
 def run(args) -> int:
-    from accel.train.checkpoints import complete_checkpoints, find_checkpoint
+    from accel.train.checkpoints import complete_checkpoints, find_checkpoint, read_state
 
     if args.auto_resume and not args.resume and args.out and complete_checkpoints(args.out) \
             and not _is_replica():
@@ -79,6 +79,7 @@ def run(args) -> int:
         raise ModelError(f"{', '.join(unsupported)} cannot be combined with --fault-tolerant",
                          hint="replicas hold the whole optimizer state and start one torchrun each; on "
                               "many machines run a lighthouse (docs/fault-tolerance.md)")
+    _refuse_fp8(getattr(args, "fp8", None), read_state(find_checkpoint(args.resume)) if args.resume else None)
     if _is_replica():
         return run_replica(args)
     from accel.distributed.fault_tolerance.launch import launch
@@ -102,6 +103,22 @@ def run(args) -> int:
     record = write_record(args.out, cfg)
     print(summary_line(record))
     return code
+
+
+def _refuse_fp8(policy: str | None, state: dict | None) -> None:
+    """This loop runs no FP8: it would have to carry the delayed-scaling amax histories through
+    heals, roll back what an aborted step recorded and all-reduce them over each quorum, so
+    `--fp8` (or resuming a run trained with it) is refused rather than silently run in float32."""
+    from accel.train.errors import TrainConfigError
+
+    recorded = (state or {}).get("fp8")
+    if policy or recorded:
+        what = f"--fp8 {policy}" if policy else f"resuming a run trained with --fp8 {recorded['policy']}"
+        raise TrainConfigError(f"{what} cannot be combined with --fault-tolerant: the fault-tolerant loop "
+                               "runs no FP8 (its delayed-scaling amax histories are not carried through "
+                               "heals and aborted steps)",
+                               hint="train FP8 without --fault-tolerant (its ranks all-reduce the amax "
+                                    "histories every step), or drop --fp8")
 
 
 def _check_before_launch(args, cfg: FaultToleranceConfig) -> int:
