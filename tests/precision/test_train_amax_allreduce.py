@@ -118,6 +118,23 @@ def test_ranks_quantize_like_one_process_torch(tmp_path, monkeypatch, world):
     _check_against_one_process(tmp_path, monkeypatch, "torch:cpu", world)
 
 
+@pytest.mark.slow   # torchrun's agent and two fresh interpreters: ~10 s on 2 cores
+def test_through_torchrun(tmp_path):
+    """The same through `accel train --nproc-per-node 2` (torch.distributed.run starts the ranks)."""
+    import subprocess
+    import sys
+
+    policy = _delayed_policy(tmp_path / "policy.json")
+    ranks = tmp_path / "torchrun"
+    done = subprocess.run([sys.executable, "-m", "accel", "train", "--nproc-per-node", "2", *ARGS, "--backend",
+                           "numpy", "--fp8", policy, "--steps", str(STEPS), "--save-every", str(RESUME_AT),
+                           "--out", str(ranks)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert summary(ranks)["world_size"] == 2
+    assert_same_run(str(ranks), _continue(str(ranks), tmp_path / "one", 1), REL, WEIGHT_REL)
+
+
 def test_zero1_continues_like_one_process(tmp_path):
     """ZeRO-1 reduce-scatters inside its optimizer; the all-reduce of the histories follows it."""
     ranks = _ranks_run(tmp_path, "numpy", 2)
