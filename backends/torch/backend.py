@@ -198,12 +198,11 @@ class TorchBackend(Backend):
         if native and not hasattr(torch, "_scaled_mm"):
             raise BackendError(f"{self.spec}: scaled_mm={mode} needs torch._scaled_mm, which torch "
                                f"{torch.__version__} does not have", hint="use scaled_mm=emulate or a newer torch")
-        cuda_cc = torch.cuda.get_device_capability(self.torch_device) if self.device_type == "cuda" else None
+        cutlass = self.device_type == "cuda" and torch.version.hip is None and F8.cutlass_rowwise(
+            torch.cuda.get_device_capability(self.torch_device), torch.version.cuda)
         self.scaled_mm_mode = mode
         self.native_scaled_mm = native
-        # torch's row-wise FP8 kernel below compute capability 9.0 is CUTLASS's (e4m3fn b only)
-        self.scaled_mm = F8.ScaledMM(self.spec, rowwise_needs_e4m3_b=cuda_cc is not None and cuda_cc < (9, 0)) \
-            if native else None
+        self.scaled_mm = F8.ScaledMM(self.spec, rowwise_needs_e4m3_b=cutlass) if native else None
         self.kernels = K.kernels_for(self.torch_device, scaled_matmul=self.scaled_mm or F8.scaled_matmul_emulated)
         self._resolved.clear()  # the dispatcher's cached entries hold the old kernel
 

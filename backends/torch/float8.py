@@ -41,19 +41,27 @@ def scale_kind(scale_a, scale_b) -> str:
 def refusal(a, b, kind: str, *, rowwise_needs_e4m3_b: bool) -> tuple[str, str] | None:
     """(cause, why) when torch's CUDA `_scaled_mm` would refuse this call, else None.
 
-    The rules of torch's CUDA `_scaled_mm_out_cuda` (aten/src/ATen/native/cuda/ScaledBlas.cpp of
-    the releases that have `_scaled_mm_v2`, 2.13 among them) that depend on the inputs: K and N multiples of 16 (cuBLASLt's alignment), not both
-    operands e5m2. Row-wise scales take a bfloat16, float16 or float32 output on every path
-    (older torch took bfloat16 only); on compute capability 8.9 they run torch's CUTLASS
-    kernel, whose right operand must be e4m3fn. Layouts are the caller's part (call_scaled_mm)."""
+    The rules of `_scaled_mm_out_cuda` (aten/src/ATen/native/cuda/ScaledBlas.cpp of the torch
+    releases that have `_scaled_mm_v2`, 2.13 among them) that depend on the inputs: K and N
+    multiples of 16 (cuBLASLt's alignment), not both operands e5m2. Row-wise scales take a
+    bfloat16, float16 or float32 output on every path (older torch: bfloat16 only); where torch
+    runs them through its CUTLASS kernel (`cutlass_rowwise`) the right operand must be e4m3fn.
+    Layouts are the caller's part (call_scaled_mm)."""
     k, n = b.shape
     if k % 16 or n % 16:
         return "shape", f"K={k} and N={n} must both be multiples of 16"
     if a.dtype == E5M2 and b.dtype == E5M2:
         return "e5m2", "cuBLASLt has no e5m2 x e5m2 GEMM"
     if kind == "row" and rowwise_needs_e4m3_b and b.dtype != E4M3FN:
-        return "rowwise-b", "row-wise scales on compute capability 8.9 take an e4m3fn b only"
+        return "rowwise-b", "torch's CUTLASS row-wise kernel (this GPU) takes an e4m3fn b only"
     return None
+
+
+def cutlass_rowwise(capability: tuple[int, int], cuda_version: str | None) -> bool:
+    """Whether torch runs row-wise scales through its CUTLASS kernel rather than cuBLASLt: all
+    but compute capability 9.x with cuBLAS 12.9+ (ScaledBlas.cpp, `_scaled_rowwise_rowwise`)."""
+    cuda = tuple(int(p) for p in (cuda_version or "0.0").split(".")[:2])
+    return not (capability[0] == 9 and cuda >= (12, 9))
 
 
 def call_scaled_mm(a, b, scale_a, scale_b, kind: str, target: torch.dtype):
@@ -96,6 +104,8 @@ class ScaledMM:
         if why is None:
             try:
                 out = call_scaled_mm(a, b, scale_a, scale_b, kind, target)
+            except torch.OutOfMemoryError:  # not a rule: the emulation would need more memory still
+                raise
             except (RuntimeError, ValueError) as exc:  # TORCH_CHECK / TORCH_CHECK_VALUE
                 self.refused[key] = f"torch._scaled_mm refused it: {str(exc).splitlines()[0]}"
                 why = ("refused", self.refused[key])

@@ -156,13 +156,16 @@ def test_a_refusal_is_cached_per_key_counted_and_not_retried(monkeypatch):
     assert len(calls) == 3 and kernel.native_calls == 1 and len(kernel.refused) == 2
 
 
-def test_rowwise_fp32_output_runs_natively_and_the_sm89_rule_needs_e4m3_b():
+def test_rowwise_fp32_output_runs_natively_and_the_cutlass_rule_needs_e4m3_b():
     # fp8_gemm asks for float32: row-wise float32 output must take _scaled_mm (torch allows it)
     a, b, sa, sb = _operands(32, 64, 48, E5, E4, "row")
     kernel = F8.ScaledMM("torch:cpu")
     kernel(a, b, sa, sb, out_dtype=dt.float32)
     assert kernel.native_calls == 1
-    # compute capability 8.9 (CUTLASS row-wise kernel): an e5m2 b goes to the emulation ...
+    # where torch's CUTLASS row-wise kernel runs (CC 8.9, 10+, or cuBLAS < 12.9), an e5m2 b goes
+    # to the emulation ...
+    assert [F8.cutlass_rowwise(cc, v) for cc, v in (((8, 9), "12.9"), ((9, 0), "12.9"), ((9, 0), "12.8"),
+                                                    ((10, 0), "13.0"), ((9, 0), "13.0"))] == [True, False, True, True, False]
     sm89 = F8.ScaledMM("torch:cpu", rowwise_needs_e4m3_b=True)
     a, b, sa, sb = _operands(32, 64, 48, E4, E5, "row")
     with pytest.warns(accel.AccelWarning, match="e4m3fn b only"):
