@@ -47,9 +47,10 @@ def tb(request):
     if chosen and not any(n.split(":")[0] == "torch" for n in chosen):
         pytest.skip("no torch backend among --backend")
     backend = accel.get_backend("torch:cpu")
+    mode = backend.scaled_mm_mode
     accel.reset_dispatch_stats()
     yield backend
-    backend.configure(scaled_mm="auto")  # the singleton's default, for the tests after these
+    backend.configure(scaled_mm=mode)  # the process-wide singleton: as the tests after these expect
 
 
 def _operands(m, k, n, fa, fb, scales, seed=0):
@@ -179,6 +180,7 @@ def test_rowwise_fp32_output_runs_natively_and_the_cutlass_rule_needs_e4m3_b():
 def test_configure_switches_the_kernel_of_the_op(tb):
     a, b, sa, sb = _operands(32, 64, 48, E4, E4, "row")
     args = [accel.from_numpy(_host(t), backend=tb) for t in (a, b, sa, sb)]
+    tb.configure(scaled_mm="auto")  # on the CPU: the emulation
     assert tb.counters() == {} and "emulated" in tb.device_facts()["scaled_matmul"]
     emulated = ops.scaled_matmul(*args, out_dtype=accel.float32).numpy()
     tb.configure(scaled_mm="native")

@@ -19,9 +19,10 @@ def tb(request):
     if chosen and not any(n.split(":")[0] == "torch" for n in chosen):
         pytest.skip("no torch backend among --backend")
     backend = accel.get_backend("torch:cpu")
+    mode = backend.scaled_mm_mode
     accel.reset_dispatch_stats()  # and the once-per-cause warnings, so this test sees its own
     yield backend
-    backend.configure(scaled_mm="auto")
+    backend.configure(scaled_mm=mode)
 
 
 def _paths(backend, n):
