@@ -9,10 +9,10 @@ GEMM rows, per backend and size n (an n×n×n product, TFLOP/s = 2n³ / seconds)
                           fp8_linear's row-wise recipe calls
   fp8_linear tensorwise   ops.fp8_linear from bfloat16 inputs: amax, quantize both, GEMM
   fp8_linear blockwise    the same with DeepSeek-V3's 1×128 / 128×128 scales
-Each FP8 row (GEMM and training step) says which path ran (`path`): "torch._scaled_mm" when every scaled_matmul call of
-the row went through it (torch on CUDA ≥ 8.9, or any torch device with scaled_mm=native), else
-"emulation" (a float32 GEMM; block-wise is always one), or the mix; read from the backend's
-counters(), so a figure cannot be taken for the other path's.
+Each FP8 row (GEMM and training step) says which path ran (`path`): "torch._scaled_mm" when
+every scaled_matmul call of the row went through it (torch on CUDA ≥ 8.9, or any torch device
+with scaled_mm=native), else "emulation" (a float32 GEMM; block-wise is always one), or the mix;
+read from the backend's counters(), so a figure cannot be taken for the other path's.
 Training rows: one optimizer step (forward, backward, AdamW) of the bench's training model with
 bfloat16 compute, without and with every transformer-block linear in FP8 (the LM head stays out).
 On a CPU FP8 hardware gains nothing: an emulation row says what emulating costs, and a

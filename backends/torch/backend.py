@@ -315,7 +315,7 @@ class TorchBackend(Backend):
         facts["float8_emulated_ops"] = ", ".join(K.EMULATED_FLOAT8)
         facts["scaled_matmul"] = (
             ("torch._scaled_mm where its rules allow" + (" (float8 tensor cores)" if self._has_float8_gemm() else
-                                                         " (opted in: this device has no float8 GEMM units)"))
+                                                         " (opted in: not CUDA of compute capability 8.9+)"))
             if self.native_scaled_mm else "emulated: float32 GEMM of exact float8 products, then scales"
         ) + f"; scaled_mm={self.scaled_mm_mode}"
         facts["device_types_found"] = ", ".join(f"{k} x{n}" for k, n in found.items()) or "none (cpu only)"
