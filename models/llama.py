@@ -124,11 +124,18 @@ def forward(params: dict[str, Tensor], config: LlamaConfig, input_ids: Tensor, p
 
 
 def causal_lm_loss(config: LlamaConfig):
-    """loss(params, inputs, targets): mean next-token cross-entropy over (B, T) ids, no cache."""
+    """loss(params, inputs, targets): mean next-token cross-entropy over (B, T) ids, no cache.
+
+    Low-precision logits (bfloat16/float16 compute) are taken to float32 for the softmax and the
+    loss, as torch autocast does: a bfloat16 loss is rounded to 1/128 of its value, too coarse
+    for a loss curve (or an FP8-vs-bfloat16 comparison) to be read to 0.1 %."""
 
     def loss(params: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
         positions = ops.arange(inputs.shape[1], backend=inputs.backend)
-        return ops.cross_entropy(forward(params, config, inputs, positions), targets)
+        logits = forward(params, config, inputs, positions)
+        if logits.dtype in (accel.bfloat16, accel.float16):
+            logits = ops.cast(logits, accel.float32)
+        return ops.cross_entropy(logits, targets)
 
     return loss
 
