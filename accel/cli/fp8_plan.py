@@ -72,6 +72,8 @@ def run(args) -> int:
              f"{_worst_fp8(policy):.3g}, {_whole(planner)}; " if gate is not None
              else "for inference (gradients not measured); ")
           + f"baseline loss {planner['baseline_loss']:.4g}")
+    print(f"  {'layer':<40} {'recipe':<20} {'loss est.':>10}"
+          + (f"{'grad NMSE':>10}  {'worst gradient':<34}" if gate is not None else "") + "  decision")
     for name, c in policy.layers.items():
         print(f"  {name:<40} {c.recipe or c.format:<20} {'' if c.score is None else f'{c.score:.3g}':>10}"
               f"{_gradient_column(c) if gate is not None else ''}  {c.reason.split(':')[0]}")
