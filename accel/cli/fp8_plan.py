@@ -22,7 +22,7 @@ def register(sub) -> None:
                    help="training (default) also measures what each layer's FP8 does to every parameter "
                         "gradient (one forward+backward per layer, recipe and batch) and keeps a layer out "
                         "whose FP8 damages one; inference decides on the loss estimate alone (faster, "
-                        "more layers in FP8; such a policy is not checked for training)")
+                        "possibly more layers in FP8; such a policy is not checked for training)")
     p.add_argument("--grad-nmse-max", type=float, default=DEFAULT_GRAD_NMSE_MAX,
                    help="--for training: largest NMSE a layer's FP8 may put on any parameter's gradient "
                         "(default: %(default)s)")
