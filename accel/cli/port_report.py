@@ -23,8 +23,10 @@ def register(sub) -> None:
     p.add_argument("--reference", help="backend to compare against (default: the reference backend)")
     p.add_argument("--fp8", metavar="POLICY", help="run the layers of an `accel fp8-plan` policy in FP8")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend option passed to backend.configure(), e.g. dtype_policy=fallback "
-                        "(npusim: dtype_policy, memory_capacity, fault_at, fault_rate, fault_seed)")
+                   help="backend option, repeatable: a keyword argument of the backend's configure(), "
+                        "which declares its options (an unknown KEY is refused, naming the backend's "
+                        "options); e.g. npusim: dtype_policy, memory_capacity, fault_at, fault_rate, "
+                        "fault_seed; torch: scaled_mm=auto|native|emulate")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     p.set_defaults(run=run)
@@ -47,6 +49,7 @@ def run(args) -> int:
             if not sep:
                 raise AccelError(f"--set expects KEY=VALUE, got {item!r}", hint="e.g. --set dtype_policy=fallback")
             options[key.strip()] = None if value.strip().lower() == "none" else value.strip()
+        _refuse_unknown_options(backend, options)
         try:
             backend.configure(**options)
         except TypeError as exc:
@@ -63,3 +66,23 @@ def run(args) -> int:
                 f.write(text())
             print(f"wrote {path}")
     return 0 if report.ok else 1
+
+
+def configure_options(backend) -> tuple[str, ...] | None:
+    """The options `backend.configure()` declares: its named keyword parameters. None when it
+    takes any keyword (`**options`, as the contract's default does): configure() judges those."""
+    import inspect
+
+    params = inspect.signature(backend.configure).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _refuse_unknown_options(backend, options: dict) -> None:
+    known = configure_options(backend)
+    unknown = sorted(set(options) - set(known)) if known is not None else []
+    if unknown:
+        raise BackendError(f"--set: {backend.spec} has no option {', '.join(unknown)}",
+                           hint=f"its configure() takes: {', '.join(known)}" if known
+                           else "this backend takes no options")
