@@ -330,7 +330,8 @@ def train_from_args(args):
 
         fp8, fp8_record = precision.resume_plan(getattr(args, "fp8", None), config, backend,
                                                 state.get("fp8") if args.resume else None,
-                                                load_extra_state(folder, backend) if args.resume else None)
+                                                load_extra_state(folder, backend) if args.resume else None,
+                                                warn=lambda line: say(f"accel: warning: {line}"))
         if args.resume and fp8 is not None:
             _rescale_gradient_amax(fp8, state, plan, cfg, say)
     after_step = _fp8_after_step(fp8, fp8_record, comm, backend, cfg, say)

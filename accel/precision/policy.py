@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from accel.core import dtypes as dt
@@ -180,13 +181,27 @@ def training_record(policy_path: str, plan: Fp8Plan) -> dict:
             "recipes": {name: r.name for name, r in sorted(plan.recipes.items())}}
 
 
+def inference_policy_warning(policy) -> str | None:
+    """The line training prints for a policy planned `--for inference`: the planner then judged
+    each layer by the loss alone, not by what its FP8 does to the gradients (docs/fp8.md, "The
+    planner"). None for a training policy, and for one written before the planner recorded a
+    purpose (nothing to say about it)."""
+    policy = load_policy(policy)
+    if policy.planner.get("purpose") != "inference":
+        return None
+    return (f"FP8 policy {policy.source} was planned for inference: its layers were not checked for "
+            "what FP8 does to the gradients; re-plan with `accel fp8-plan --for training`")
+
+
 def resume_plan(policy_path: str | None, config, backend, recorded: dict | None = None,
-                saved: tuple[dict, dict[str, str]] | None = None) -> tuple[Fp8Plan | None, dict | None]:
+                saved: tuple[dict, dict[str, str]] | None = None,
+                warn: Callable[[str], None] | None = None) -> tuple[Fp8Plan | None, dict | None]:
     """(plan, record) for `accel train --fp8`: a new run's plan, or a resumed run's with the
     amax histories its checkpoint saved (`saved`), so the delayed scaling goes on unchanged.
 
     A resume without --fp8 applies the policy the run state recorded; one whose policy runs other
-    recipes than the recorded one, or whose checkpoint lacks the histories, is refused."""
+    recipes than the recorded one, or whose checkpoint lacks the histories, is refused. A policy
+    planned for inference is run, with `inference_policy_warning` handed to `warn`."""
     if policy_path is None and recorded:
         policy_path = recorded["policy"]
         if not os.path.exists(policy_path):
@@ -194,7 +209,10 @@ def resume_plan(policy_path: str | None, config, backend, recorded: dict | None 
                                  hint="pass --fp8 with a copy of that policy file")
     if policy_path is None:
         return None, None
-    plan = plan_for(policy_path, config)
+    policy = load_policy(policy_path)
+    plan = plan_for(policy, config)
+    if warn is not None and (line := inference_policy_warning(policy)):
+        warn(line)
     record = training_record(policy_path, plan)
     if recorded and recorded.get("recipes") != record["recipes"]:
         changed = sorted(n for n in set(recorded.get("recipes", {})) | set(record["recipes"])
