@@ -16,6 +16,7 @@ from .planner import DEFAULT_BUDGET, DEFAULT_RECIPES, DENY, calibration_batches,
 from .policy import (
     LayerChoice, Policy, check_model, linear_shapes, load_policy, plan_for, resume_plan, training_record,
 )
+from .ranks import data_parallel_hook, rescale_gradient_amax
 from .recipes import HIGH_PRECISION, RECIPES, PrecisionError, Recipe, get_recipe
 from .scaling import AmaxHistory, DelayedScalingState
 from .storage import apply_policy, is_fp8_checkpoint, load_fp8_model, save_fp8_model, weight_memory
@@ -27,6 +28,6 @@ __all__ = [
     "HIGH_PRECISION", "LayerChoice", "Policy", "PrecisionError", "RECIPES", "Recipe", "apply_policy",
     "calibration_batches", "check_backend", "check_model", "fp8_autocast", "get_recipe", "is_fp8_checkpoint",
     "layer_stats", "linear", "linear_shapes", "load_fp8_model", "load_policy", "nmse", "plan", "plan_for",
-    "reset_layer_stats", "resume_plan", "save_fp8_model", "skipped_layers", "sqnr_db", "training_plan",
+    "data_parallel_hook", "rescale_gradient_amax", "reset_layer_stats", "resume_plan", "save_fp8_model", "skipped_layers", "sqnr_db", "training_plan",
     "training_record", "weight_memory",
 ]

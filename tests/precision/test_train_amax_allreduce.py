@@ -100,9 +100,9 @@ def _check_against_one_process(tmp_path, monkeypatch, spec: str, world: int) -> 
     monkeypatch.undo()
 
     # and the one process without the gradient-history rescale on resume
-    import accel.cli.train as train_cli
+    from accel import precision
 
-    monkeypatch.setattr(train_cli, "_rescale_gradient_amax", lambda *a, **k: None)
+    monkeypatch.setattr(precision, "rescale_gradient_amax", lambda *a, **k: None)
     unscaled = _continue(ranks, tmp_path / "no-rescale", 1)
     losses, weights = _far(unscaled, one)
     assert losses > 10 * REL and weights > 10 * WEIGHT_REL, (losses, weights)
