@@ -42,15 +42,8 @@ def gamma(n: int, unit: float = U) -> float:
 
 
 @pytest.fixture(autouse=True)
-def tb(request):
-    chosen = request.config.getoption("--backend") or []
-    if chosen and not any(n.split(":")[0] == "torch" for n in chosen):
-        pytest.skip("no torch backend among --backend")
-    backend = accel.get_backend("torch:cpu")
-    mode = backend.scaled_mm_mode
-    accel.reset_dispatch_stats()
-    yield backend
-    backend.configure(scaled_mm=mode)  # the process-wide singleton: as the tests after these expect
+def tb(torch_cpu_scaled_mm):
+    return torch_cpu_scaled_mm
 
 
 def _operands(m, k, n, fa, fb, scales, seed=0):

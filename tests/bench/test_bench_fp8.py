@@ -14,15 +14,8 @@ from accel.bench.timing import interleave  # noqa: E402
 
 
 @pytest.fixture
-def tb(request):
-    chosen = request.config.getoption("--backend") or []
-    if chosen and not any(n.split(":")[0] == "torch" for n in chosen):
-        pytest.skip("no torch backend among --backend")
-    backend = accel.get_backend("torch:cpu")
-    mode = backend.scaled_mm_mode
-    accel.reset_dispatch_stats()  # and the once-per-cause warnings, so this test sees its own
-    yield backend
-    backend.configure(scaled_mm=mode)
+def tb(torch_cpu_scaled_mm):
+    return torch_cpu_scaled_mm
 
 
 def _paths(backend, n):
