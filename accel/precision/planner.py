@@ -228,7 +228,7 @@ def plan(model, batches, *, recipes: tuple[str, ...] = DEFAULT_RECIPES, budget: 
             "always_high_precision": list(ALWAYS_HIGH)}
     if gradients:
         fp8 = {n: get_recipe(c.recipe) for n, c in ordered.items() if c.is_fp8}
-        info.update(grad_nmse_max=grad_nmse_max, gradient_measure=GRADIENT_MEASURE,
+        info.update(grad_nmse_max=grad_nmse_max, gradient_slack=GRADIENT_SLACK, gradient_measure=GRADIENT_MEASURE,
                     policy_gradients={k: _round(v) for k, v in policy_gradients(model, batches, Fp8Plan(fp8)).items()}
                     if fp8 else None)
     return Policy(ordered, dict(shapes), model.config.model_type, info)
