@@ -4,10 +4,10 @@ scratch with the policy and with bfloat16 for 300 steps of accel's own loop: the
 gap must stay below 0.25 % (the bar DeepSeek-V3 reports for FP8 against BF16).
 
 The comparison can only judge the bar where it resolves it: float32 against bfloat16 on the same
-runs must be well inside it. At lr 3e-4 it is (0.02 % measured); at lr 1e-3 this preset's runs
-part by 0.5–2.2 % between float32 and bfloat16 alone (a loss spike at step 44 is met slightly
-differently and the fast descent amplifies it), so the bar is not judged there (docs/fp8.md,
-"FP8 training against bfloat16"). Slow: about 10 minutes on two CPU cores.
+runs must be well inside it. At lr 3e-4 it is (0.02 % measured). At lr 1e-3 float32 and bfloat16
+alone part by 0.5–2.2 %, and the policy lands above that on every seed (0.8–2.5 %): the bar is
+not met there; this test cannot assert that setting, docs/fp8.md ("FP8 training against
+bfloat16") reports it. Slow: about 10 minutes on two CPU cores.
 """
 from __future__ import annotations
 
