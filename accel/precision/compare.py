@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 import accel
-from accel import ops
-from accel.autodiff.optim import AdamW
 from accel.core import dtypes as dt
 
 from .linear import Fp8Plan
@@ -46,17 +44,12 @@ def all_blocks_plan(config, recipe: str, exclude: tuple[str, ...] = ()) -> Fp8Pl
 def mixed_loss(config):
     """loss(params, inputs, targets): bfloat16 compute from float32 master weights, logits and
     cross-entropy in float32 (as torch autocast does), so a 0.1% loss difference is not lost in
-    bfloat16's 0.4% spacing. (`accel train --dtype bfloat16` computes the same loss: its
-    make_loss casts the masters, causal_lm_loss takes the logits to float32.)"""
-    from accel.models.llama import forward
+    bfloat16's 0.4% spacing: the loss `accel train --dtype bfloat16` computes (its make_loss
+    casts the masters, causal_lm_loss takes the logits to float32)."""
+    from accel.models.llama import causal_lm_loss
+    from accel.train.loop import make_loss
 
-    def loss(params, inputs, targets):
-        low = {k: ops.cast(v, dt.bfloat16) for k, v in params.items()}
-        positions = ops.arange(inputs.shape[1], backend=inputs.backend)
-        logits = forward(low, config, inputs, positions)
-        return ops.cross_entropy(ops.cast(logits, dt.float32), targets)
-
-    return loss
+    return make_loss(causal_lm_loss(config), dt.bfloat16)
 
 
 def train_run(config, data, steps: int, *, plan: Fp8Plan | None, batch: int = 8, seq: int = 64,

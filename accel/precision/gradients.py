@@ -48,13 +48,21 @@ def averaged(per_batch: list[tuple[dict[str, float], float]]) -> dict:
             "grad_nmse_global": sum(b[1] for b in per_batch) / k}
 
 
-def policy_gradients(model, batches, fp8: Fp8Plan) -> dict:
+def reference_grads(model, batches) -> list[dict[str, np.ndarray]]:
+    """The unquantized parameter gradient of each calibration batch: what every FP8 variant is
+    judged against (computed once per batch, shared by the per-layer and the whole-policy measure)."""
+    return [param_grads(model, accel.from_numpy(xs, model.backend), accel.from_numpy(ys, model.backend))[1]
+            for xs, ys in batches]
+
+
+def policy_gradients(model, batches, fp8: Fp8Plan, references: list | None = None) -> dict:
     """The same figures with every layer of `fp8` in FP8 at once. The planner decides per layer
-    and reports this beside it: the layers' damage to one gradient adds up (docs/fp8.md)."""
+    and reports this beside it: the layers' damage to one gradient adds up (docs/fp8.md).
+    `references`: reference_grads(model, batches), if already computed."""
+    references = references if references is not None else reference_grads(model, batches)
     per_batch = []
-    for xs, ys in batches:
+    for (xs, ys), reference in zip(batches, references):
         x, y = accel.from_numpy(xs, model.backend), accel.from_numpy(ys, model.backend)
-        reference = param_grads(model, x, y)[1]
         with fp8_autocast(fp8):
             per_batch.append(gradient_errors(param_grads(model, x, y)[1], reference))
     return averaged(per_batch)

@@ -38,7 +38,9 @@ import numpy as np
 import accel
 from accel import ops
 
-from .gradients import GRADIENT_MEASURE, averaged, gradient_errors, param_grads, policy_gradients
+from .gradients import (
+    GRADIENT_MEASURE, averaged, gradient_errors, param_grads, policy_gradients, reference_grads,
+)
 from .linear import Fp8Plan, capture, fp8_autocast
 from .policy import LayerChoice, Policy, linear_shapes
 from .recipes import HIGH_PRECISION, get_recipe
@@ -96,14 +98,15 @@ def _loss(model, x, y):
 
 
 def measure(model, batches, candidates: list[str], recipes: tuple[str, ...],
-            gradients: bool = False) -> tuple[float, dict]:
+            gradients: bool = False, references: list | None = None) -> tuple[float, dict]:
     """(baseline loss, {layer: {recipe: {"second_order", "loss_delta", "score", "output_nmse"}}}).
 
     With `gradients`, each layer runs alone in FP8 through a forward *and backward* pass, and
     every recipe's entry also gets "grad_nmse_worst" (the largest per-parameter-tensor NMSE of
     the full parameter gradient against the unquantized one, averaged over the batches per
     tensor first), "grad_worst_tensor" (whose gradient that is) and "grad_nmse_global" (the
-    NMSE of all parameter gradients together). The loss change then comes from the same pass."""
+    NMSE of all parameter gradients together). The loss change then comes from the same pass.
+    `references`: the unquantized gradients (gradients.reference_grads), if already computed."""
     from .metrics import nmse
 
     backend = model.backend
@@ -111,8 +114,10 @@ def measure(model, batches, candidates: list[str], recipes: tuple[str, ...],
     err = {n: {r: 0.0 for r in recipes} for n in candidates}
     delta = {n: {r: 0.0 for r in recipes} for n in candidates}
     grad_err = {n: {r: [] for r in recipes} for n in candidates}        # per batch: (per tensor, global)
+    if gradients and references is None:
+        references = reference_grads(model, batches)
     base_total = 0.0
-    for xs, ys in batches:
+    for index, (xs, ys) in enumerate(batches):
         x, y = accel.from_numpy(xs, backend), accel.from_numpy(ys, backend)
         n_tokens = xs.size
         shapes = linear_shapes(model.config)
@@ -129,7 +134,7 @@ def measure(model, batches, candidates: list[str], recipes: tuple[str, ...],
         base = float(base)
         base_total += base
         watch = seen["watch"]
-        reference = param_grads(model, x, y)[1] if gradients else None
+        reference = references[index] if gradients else None
         for n in candidates:
             g = np.asarray(grads[n].numpy(), np.float64)
             y_ref = watch.outputs[n]
@@ -189,7 +194,8 @@ def plan(model, batches, *, recipes: tuple[str, ...] = DEFAULT_RECIPES, budget: 
             choices[name] = LayerChoice(HIGH_PRECISION, None, None, f"deny-list: {reason}")
         else:
             candidates.append(name)
-    baseline, measured = (measure(model, batches, candidates, recipes, gradients) if candidates
+    references = reference_grads(model, batches) if gradients and candidates else None
+    baseline, measured = (measure(model, batches, candidates, recipes, gradients, references) if candidates
                           else (float("nan"), {}))
     share = budget / max(1, len(candidates))
     detail = {n: {r: {m: _round(v) for m, v in s.items()} for r, s in measured[n].items()} for n in candidates}
@@ -228,9 +234,9 @@ def plan(model, batches, *, recipes: tuple[str, ...] = DEFAULT_RECIPES, budget: 
             "always_high_precision": list(ALWAYS_HIGH)}
     if gradients:
         fp8 = {n: get_recipe(c.recipe) for n, c in ordered.items() if c.is_fp8}
+        together = policy_gradients(model, batches, Fp8Plan(fp8), references) if fp8 else None
         info.update(grad_nmse_max=grad_nmse_max, gradient_slack=GRADIENT_SLACK, gradient_measure=GRADIENT_MEASURE,
-                    policy_gradients={k: _round(v) for k, v in policy_gradients(model, batches, Fp8Plan(fp8)).items()}
-                    if fp8 else None)
+                    policy_gradients={k: _round(v) for k, v in together.items()} if together else None)
     return Policy(ordered, dict(shapes), model.config.model_type, info)
 
 
