@@ -31,6 +31,9 @@ def register(sub) -> None:
                    help=f"candidate recipes, cheapest first (known: {', '.join(RECIPES)}; default: %(default)s)")
     p.add_argument("--allow-first-last", action="store_true",
                    help="measure the first and last transformer blocks too (default: kept in bfloat16)")
+    p.add_argument("--allow-attention", action="store_true",
+                   help="--for training: measure the attention projections too (default: kept in bfloat16, "
+                        "docs/fp8.md)")
     p.add_argument("--deny", action="append", default=[], metavar="SUBSTRING",
                    help="keep layers whose name contains this in bfloat16 (repeatable)")
     p.add_argument("--batches", type=int, default=4, help="calibration batches (default: %(default)s)")
@@ -58,7 +61,8 @@ def run(args) -> int:
     batches = precision.calibration_batches(model, data, args.batches, args.batch_size, args.seq_len, args.seed)
     policy = precision.plan(model, batches, recipes=recipes, budget=args.budget,
                             allow_first_last=args.allow_first_last, deny=tuple(args.deny),
-                            purpose=args.purpose, grad_nmse_max=args.grad_nmse_max)
+                            purpose=args.purpose, grad_nmse_max=args.grad_nmse_max,
+                            allow_attention=args.allow_attention)
     planner = dict(policy.planner, model_dir=os.path.abspath(args.model), data=os.path.abspath(data))
     policy = precision.Policy(policy.layers, policy.model_layers, policy.model_type, planner, args.out)
     policy.save(args.out)

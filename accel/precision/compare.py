@@ -41,6 +41,26 @@ def all_blocks_plan(config, recipe: str, exclude: tuple[str, ...] = ()) -> Fp8Pl
                     if n.startswith("model.layers.") and not any(e in n for e in exclude)})
 
 
+# The comparison corpus (accel.models.corpus): 700 k tokens sampled from the bundled model, so
+# 600 steps of 8 × 65-token windows read about half of it once; 5 % held out.
+CORPUS_TOKENS = 700_000
+CORPUS_VAL_FRACTION = 0.05
+
+
+def sampled_data(tokens: int = CORPUS_TOKENS, seed: int = 0, backend="torch:cpu"):
+    """TokenData of stories sampled from the bundled model at temperature 1 on `backend` (about
+    2 minutes on two CPU cores): fresh text for every window, where models/data/stories.txt
+    would be cycled a dozen times in 300 steps (docs/fp8.md, "FP8 training against bfloat16")."""
+    import accel.models
+    from accel.models.corpus import sample_corpus
+    from accel.train.data import TokenData
+
+    model = accel.models.load_pretrained(accel.models.bundled_path(), backend=backend)
+    ids = sample_corpus(model, tokens, seed=seed)
+    return TokenData.from_ids(ids, f"bundled model, {tokens} sampled tokens, seed {seed}, {backend}",
+                              val_fraction=CORPUS_VAL_FRACTION)
+
+
 def mixed_loss(config):
     """loss(params, inputs, targets): bfloat16 compute from float32 master weights, logits and
     cross-entropy in float32 (as torch autocast does), so a 0.1% loss difference is not lost in

@@ -44,6 +44,18 @@ class TokenData:
         train, val = (ids[:-n_val], ids[-n_val:]) if n_val else (ids, ids[:0])
         return cls(train, val, os.path.abspath(path), hashlib.sha256(text.encode("utf-8")).hexdigest())
 
+    @classmethod
+    def from_ids(cls, ids, source: str, val_fraction: float = 0.1) -> "TokenData":
+        """Token ids already joined as `from_text_file` joins documents (e.g. a sampled corpus,
+        accel.models.corpus); the last `val_fraction` is held out, the hash is of the ids."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if ids.ndim != 1:
+            raise ModelError(f"{source}: token ids must be one flat sequence, got shape {list(ids.shape)}",
+                             hint="join the documents (bos ... eos) into one 1-d array")
+        n_val = int(len(ids) * val_fraction)
+        train, val = (ids[:-n_val], ids[-n_val:]) if n_val else (ids, ids[:0])
+        return cls(train, val, source, hashlib.sha256(ids.tobytes()).hexdigest())
+
     def check(self, seq_len: int) -> None:
         for name, part in (("training", self.train), ("held-out", self.val)):
             if len(part) < seq_len + 1:

@@ -65,6 +65,27 @@ def test_deny_list_and_first_last_blocks(bundled, calibration):
     assert policy.planner["budget_used"] <= policy.planner["budget"]
 
 
+def test_training_plans_keep_the_attention_projections_in_bfloat16(bundled, calibration):
+    """Planning for training keeps q/k/v/o_proj in bfloat16 by default (what they cost over a
+    600-step run, docs/fp8.md), says so per layer and in the planner record; --allow-attention
+    measures them, and an inference plan measures them anyway."""
+    kwargs = dict(recipes=("tensorwise_current",), allow_first_last=True)
+    training = precision.plan(bundled, calibration[:1], **kwargs)
+    allowed = precision.plan(bundled, calibration[:1], allow_attention=True, **kwargs)
+    inference = precision.plan(bundled, calibration[:1], purpose="inference", **kwargs)
+    attention = [n for n in training.layers if ".self_attn." in n]
+    assert len(attention) == 4 * bundled.config.num_hidden_layers
+    for name in attention:
+        c = training.layers[name]
+        assert not c.is_fp8 and not c.detail and "attention projection" in c.reason, c.reason
+        assert "attention projection" not in allowed.layers[name].reason
+        assert "attention projection" not in inference.layers[name].reason
+    assert any(allowed.layers[n].is_fp8 for n in attention) and any(inference.layers[n].is_fp8 for n in attention)
+    assert all(training.layers[n].is_fp8 for n in training.layers if ".mlp." in n)
+    assert training.planner["allow_attention"] is False and allowed.planner["allow_attention"] is True
+    assert inference.planner["allow_attention"] is True  # the deny is for training only
+
+
 def test_a_tiny_budget_keeps_everything_in_bfloat16(bundled, calibration):
     policy = precision.plan(bundled, calibration[:1], recipes=("tensorwise_current",), budget=1e-9)
     assert policy.summary()["fp8_layers"] == 0
@@ -157,7 +178,8 @@ def test_layers_that_damage_gradients_stay_in_bfloat16_for_training(bundled, cal
     layers then damages q_proj/k_proj gradients although its loss estimate is small. A training
     plan keeps them in bfloat16 naming the damaged gradient; an inference plan, which measures the
     loss alone, puts them in FP8; on the unplanted model the training plan does too."""
-    kwargs = dict(recipes=("tensorwise_current", "rowwise"), allow_first_last=True, deny=ONLY_THOSE)
+    kwargs = dict(recipes=("tensorwise_current", "rowwise"), allow_first_last=True, deny=ONLY_THOSE,
+                  allow_attention=True)
     clean = precision.plan(bundled, calibration[:1], **kwargs)
     assert [n for n, c in clean.layers.items() if c.is_fp8] == list(ATTENTION_OF_FIRST_BLOCKS)
     plant_similar_positions(bundled)
@@ -195,7 +217,8 @@ def test_small_preset_upper_v_proj_stays_in_bfloat16_for_training(tmp_path):
                  "--dtype", "bfloat16", "--backend", "torch:cpu", "--out", run, "--no-progress"]) == 0
     model = accel.models.load_pretrained(run, backend="torch:cpu")
     batches = precision.calibration_batches(model, default_data(), 2, 4, 64)
-    kwargs = dict(allow_first_last=True, deny=("mlp", "q_proj", "k_proj", "layers.0.", "layers.1.", "layers.2."))
+    kwargs = dict(allow_first_last=True, deny=("mlp", "q_proj", "k_proj", "layers.0.", "layers.1.", "layers.2."),
+                  allow_attention=True)
     training = precision.plan(model, batches, **kwargs)
     inference = precision.plan(model, batches, purpose="inference", **kwargs)
     for i in (3, 4, 5):
@@ -211,7 +234,7 @@ def test_fp8_plan_cli_shows_the_gradient_measure(tmp_path, capsys):
     from accel.cli.main import main
 
     common = ["fp8-plan", "--model", accel.models.bundled_path(), "--batches", "1", "--batch-size", "2",
-              "--seq-len", "16", "--recipes", "tensorwise_current", "--deny", "mlp"]
+              "--seq-len", "16", "--recipes", "tensorwise_current", "--deny", "mlp", "--allow-attention"]
     out = tmp_path / "policy.json"
     assert main([*common, "--out", str(out)]) == 0
     text = capsys.readouterr().out

@@ -84,12 +84,13 @@ def test_stored_weight_linear_against_numpy():
 
 
 def test_fp8_inference_against_the_unquantized_model(capsys):
-    """Greedy-token agreement and logit NMSE of the default policy (first/last blocks and the
-    LM head in high precision) against float32, over four prompts. Reported, with loose bounds."""
+    """Greedy-token agreement and logit NMSE of the default inference policy (first/last blocks
+    and the LM head in high precision) against float32, over four prompts. Reported, with loose
+    bounds."""
     src = accel.models.bundled_path()
     base = accel.models.load_pretrained(src, backend="torch:cpu")
     policy = precision.plan(base, precision.calibration_batches(
-        base, __import__("accel.cli.train", fromlist=["x"]).default_data(), 2, 4, 48))
+        base, __import__("accel.cli.train", fromlist=["x"]).default_data(), 2, 4, 48), purpose="inference")
     fp8 = accel.models.load_pretrained(src, backend="torch:cpu", fp8=policy)
     agree = total = 0
     errs = []

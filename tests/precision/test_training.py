@@ -66,7 +66,7 @@ def test_train_cli_runs_the_policy_in_fp8(tmp_path):
     assert main(["train", *base, "--steps", "4", "--out", str(tmp_path / "run")]) == 0
     policy = tmp_path / "policy.json"
     assert main(["fp8-plan", "--model", str(tmp_path / "run"), "--backend", "numpy", "--allow-first-last",
-                 "--batches", "1", "--batch-size", "2", "--seq-len", "16", "--out", str(policy)]) == 0
+                 "--allow-attention", "--batches", "1", "--batch-size", "2", "--seq-len", "16", "--out", str(policy)]) == 0
     chosen = precision.load_policy(policy)
     assert chosen.summary()["fp8_layers"] == 14 and not chosen.layers["lm_head"].is_fp8
     precision.reset_layer_stats()
