@@ -66,6 +66,20 @@ def test_cast_float_to_int_truncates_toward_zero(backend):
     np.testing.assert_array_equal(host(ops.cast(t(backend, [0.0, -3.0, 7.0]), accel.bool_)), [False, True, True])
 
 
+# --- division ----------------------------------------------------------------------------------
+def test_div_by_a_broadcast_divisor_is_correctly_rounded(backend):
+    # x * (1/y) rounds twice; for these x about half the quotients by 448 (and by 0.37 and the
+    # per-row divisors) differ from x / y in the last bit, which moves a float8 code at a tie.
+    # float64 division rounded to float32 is the correctly rounded float32 quotient.
+    x = np.random.default_rng(3).uniform(0.5, 2.0, (64, 32)).astype(np.float32)
+    rows = np.linspace(0.3, 3.0, 64, dtype=np.float32).reshape(64, 1)
+    for y, tensor_y in [(448.0, 448.0), (0.37, t(backend, 0.37)), (rows, t(backend, rows))]:
+        want = (x.astype(np.float64) / np.float32(y)).astype(np.float32)
+        assert (x * (np.float32(1) / np.float32(y)) != want).mean() > 0.2  # the rewrite would show
+        got = accel.asnumpy(ops.div(t(backend, x), tensor_y))
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 # --- signed zeros and NaN ----------------------------------------------------------------------
 def test_signed_zeros(backend):
     z = t(backend, [0.0, -0.0])

@@ -35,6 +35,28 @@ def test_quantize_is_bit_exact_against_ml_dtypes(backend, fmt, ml):
     np.testing.assert_array_equal(_bits(got)[~nan], _bits(want)[~nan])
 
 
+@pytest.mark.parametrize("fmt,ml", FORMATS, ids=["e4m3fn", "e5m2"])
+def test_quotients_on_a_rounding_tie_round_to_even(backend, fmt, ml):
+    """x / scale landing exactly halfway between two float8 values, with the scales quantize_blocks
+    makes (amax / 448 or / 57344), rounds to the even code. A division computed as x · (1/scale)
+    (as XLA rewrites a division by a broadcast divisor) misses the tie and takes the other code."""
+    rng = np.random.default_rng(5)
+    amax = rng.uniform(0.01, 10.0, 64).astype(np.float32)
+    scale = amax / np.float32(FLOAT8_MAX[fmt])
+    grid = np.arange(256, dtype=np.uint8).view(ml).astype(np.float32)
+    grid = np.unique(grid[np.isfinite(grid) & (grid > 2.0 ** -6)])  # positive normal values
+    ties = ((grid[:-1].astype(np.float64) + grid[1:]) / 2).astype(np.float32)
+    x = (ties[None, :].astype(np.float64) * scale[:, None]).astype(np.float32)
+    on_tie = (x / scale[:, None] == ties) & (x * (np.float32(1) / scale[:, None]) != ties)
+    x = np.where(on_tie, x, 0.0).astype(np.float32)
+    x[:, 0] = amax  # each row's amax, so quantize_blocks makes exactly these scales
+    assert on_tie.sum() > 100
+    q, s = quantize_blocks(accel.tensor(x, backend=backend), fmt, (1, -1))
+    np.testing.assert_array_equal(s.numpy().view(np.uint32), scale[:, None].view(np.uint32))
+    want = (x / scale[:, None]).astype(ml)  # float32 division, ml_dtypes round-to-nearest-even
+    np.testing.assert_array_equal(_bits(q.numpy()), _bits(want))
+
+
 @pytest.mark.parametrize("fmt,ml,top", [(accel.float8_e4m3fn, ml_dtypes.float8_e4m3fn, 448.0),
                                         (accel.float8_e5m2, ml_dtypes.float8_e5m2, 57344.0)], ids=["e4m3fn", "e5m2"])
 def test_saturation_at_the_largest_finite_value(backend, fmt, ml, top):
