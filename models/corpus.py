@@ -12,15 +12,14 @@ backend, so name the backend with the seed when a figure depends on the corpus.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from accel.core.errors import ModelError
 
 
 def sample_corpus(model, tokens: int, *, seed: int = 0, temperature: float = 1.0, batch: int = 64,
-                  story_tokens: int = 400) -> np.ndarray:
-    """At least `tokens` token ids: batches of `batch` stories of up to `story_tokens` new tokens
-    each, sampled from `model` (a LlamaModel) starting at bos; batch i uses seed + i."""
+                  story_tokens: int = 400) -> list[int]:
+    """At least `tokens` token ids (for `TokenData.from_ids`): batches of `batch` stories of up
+    to `story_tokens` new tokens each, sampled from `model` (a LlamaModel) starting at bos;
+    batch i uses seed + i."""
     tok = model.tokenizer
     if tok.bos_id is None or not tok.eos_ids:
         raise ModelError("sampling a corpus needs a tokenizer with bos and eos ids",
@@ -36,4 +35,4 @@ def sample_corpus(model, tokens: int, *, seed: int = 0, temperature: float = 1.0
         for story in model.generate([[bos]] * batch, story_tokens, temperature=temperature, seed=seed + i):
             ids += [bos, *(story[:story.index(eos)] if eos in story else story), eos]
         i += 1
-    return np.asarray(ids, np.int64)
+    return ids

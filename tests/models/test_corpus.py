@@ -30,7 +30,7 @@ def test_stories_are_the_models_text(bundled):
     hf = transformers.LlamaForCausalLM.from_pretrained(accel.models.bundled_path(), torch_dtype=torch.float32)
     tok = bundled.tokenizer
     bos, eos = tok.bos_id, tok.eos_ids[0]
-    ids = sample_corpus(bundled, 60, seed=3, temperature=1e-6, batch=2, story_tokens=24)
+    ids = np.asarray(sample_corpus(bundled, 60, seed=3, temperature=1e-6, batch=2, story_tokens=24))
     with torch.no_grad():
         greedy = hf.generate(torch.tensor([[bos]]), max_new_tokens=24, do_sample=False,
                              eos_token_id=eos, pad_token_id=eos)[0, 1:].tolist()
@@ -42,9 +42,9 @@ def test_stories_are_the_models_text(bundled):
 
 def test_sampling_is_reproducible_from_the_seed(bundled):
     tok = bundled.tokenizer
-    a = sample_corpus(bundled, 300, seed=0, batch=4, story_tokens=40)
-    b = sample_corpus(bundled, 300, seed=0, batch=4, story_tokens=40)
-    c = sample_corpus(bundled, 300, seed=1, batch=4, story_tokens=40)
+    a = np.asarray(sample_corpus(bundled, 300, seed=0, batch=4, story_tokens=40))
+    b = np.asarray(sample_corpus(bundled, 300, seed=0, batch=4, story_tokens=40))
+    c = np.asarray(sample_corpus(bundled, 300, seed=1, batch=4, story_tokens=40))
     assert np.array_equal(a, b) and not np.array_equal(a[:len(c)], c[:len(a)])
     got = stories(a, tok.bos_id, tok.eos_ids[0])
     assert len(got) % 4 == 0 and len({tuple(s) for s in got}) > 1  # sampled, not one story repeated
