@@ -27,7 +27,7 @@ def sample_corpus(model, tokens: int, *, seed: int = 0, temperature: float = 1.0
     if tokens < 1 or batch < 1 or story_tokens < 1 or temperature <= 0:
         raise ModelError(f"sample_corpus: tokens, batch, story_tokens must be >= 1 and temperature > 0 "
                          f"(got {tokens}, {batch}, {story_tokens}, {temperature})",
-                         hint="e.g. tokens=400_000, temperature=1.0")
+                         hint="e.g. tokens=700_000, temperature=1.0")
     bos, eos = tok.bos_id, tok.eos_ids[0]
     ids: list[int] = []
     i = 0

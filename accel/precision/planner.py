@@ -72,7 +72,7 @@ ATTENTION_REASON = ("attention projection, planning for training: kept in bfloat
                     "pass --allow-attention to measure them)")
 
 
-def deny_reason(name: str, num_layers: int, allow_first_last: bool, allow_attention: bool = True) -> str | None:
+def deny_reason(name: str, num_layers: int, allow_first_last: bool, allow_attention: bool) -> str | None:
     for key, reason in DENY.items():
         if name == key or name.endswith("." + key):
             return reason

@@ -40,9 +40,8 @@ class TokenData:
         eos = list(tokenizer.eos_ids[:1])
         docs = [d.strip() for d in text.split("\n\n") if d.strip()]
         ids = np.asarray([i for d in docs for i in tokenizer.encode(d) + eos], dtype=np.int64)
-        n_val = int(len(ids) * val_fraction)
-        train, val = (ids[:-n_val], ids[-n_val:]) if n_val else (ids, ids[:0])
-        return cls(train, val, os.path.abspath(path), hashlib.sha256(text.encode("utf-8")).hexdigest())
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return cls(*_hold_out(ids, val_fraction), os.path.abspath(path), digest)
 
     @classmethod
     def from_ids(cls, ids, source: str, val_fraction: float = 0.1) -> "TokenData":
@@ -52,9 +51,7 @@ class TokenData:
         if ids.ndim != 1:
             raise ModelError(f"{source}: token ids must be one flat sequence, got shape {list(ids.shape)}",
                              hint="join the documents (bos ... eos) into one 1-d array")
-        n_val = int(len(ids) * val_fraction)
-        train, val = (ids[:-n_val], ids[-n_val:]) if n_val else (ids, ids[:0])
-        return cls(train, val, source, hashlib.sha256(ids.tobytes()).hexdigest())
+        return cls(*_hold_out(ids, val_fraction), source, hashlib.sha256(ids.tobytes()).hexdigest())
 
     def check(self, seq_len: int) -> None:
         for name, part in (("training", self.train), ("held-out", self.val)):
@@ -68,6 +65,12 @@ class TokenData:
         tokens = self.train if split == "train" else self.val
         return np.stack([tokens[s:s + seq_len + 1] for s in
                          (sample_start(seed, split, n, len(tokens) - seq_len) for n in sample_ids)])
+
+
+def _hold_out(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val): the last `val_fraction` of the tokens is held out."""
+    n_val = int(len(ids) * val_fraction)
+    return (ids[:-n_val], ids[-n_val:]) if n_val else (ids, ids[:0])
 
 
 def sample_start(seed: int, split: str, sample_id: int, high: int) -> int:
