@@ -58,6 +58,17 @@ def test_bad_settings_are_refused(bundled, kwargs):
         sample_corpus(bundled, tokens, **kwargs)
 
 
+def test_a_tokenizer_without_bos_is_refused(bundled):
+    tok = bundled.tokenizer
+    saved, tok.bos_id = tok.bos_id, None
+    try:
+        with pytest.raises(accel.AccelError, match="needs a tokenizer with bos and eos ids") as err:
+            sample_corpus(bundled, 10)
+        assert "tokenizer.json" in err.value.hint
+    finally:
+        tok.bos_id = saved
+
+
 def test_token_data_from_ids_holds_out_the_tail():
     ids = np.arange(100) % 7
     data = TokenData.from_ids(ids, "test ids", val_fraction=0.05)
